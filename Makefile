@@ -1,0 +1,165 @@
+# parley — top-level build.
+#
+#   make              libshared.a, the engine library, the six daemons and the tools (CPU only)
+#   make asan|ubsan   the same with AddressSanitizer / UndefinedBehaviorSanitizer, in build-asan/ …
+#   make test         unit tests (C) then integration tests (pytest, real NATS/PostgreSQL/Redis)
+#   make test-unit    C unit tests only;  make test-integration  pytest only
+#   make run          install what is missing, fetch the model, build, start the local stack
+#   make stop|status|logs   manage the local stack started by `make run`
+#   make format       clang-format in place;  make format-check  fail on unformatted code
+#   make CUDA=1       also build the CUDA backend in kernels/ (needs nvcc; never the default)
+#
+# Every binary is an object list over libshared.a; objects carry -MMD -MP dependencies.
+
+BUILD   ?= build
+CC      ?= cc
+PYTHON  ?= python3
+V       ?= 0
+Q        = $(if $(filter 1,$(V)),,@)
+
+WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-unused-parameter
+CSTD     = -std=c11 -D_GNU_SOURCE
+OPT     ?= -O2 -g
+ARCHFLAGS ?= -mavx2 -mfma -mf16c
+CPPFLAGS += -Ilibshared -I$(BUILD)/gen -Iservices/worker/engine
+CFLAGS  += $(CSTD) $(OPT) $(WARN) $(SANFLAGS) -pthread -MMD -MP
+LDFLAGS += $(SANFLAGS) -pthread
+LDLIBS_SHARED = -lnats -lmicrohttpd -lprotobuf-c -lm
+LDLIBS_PG     = -lpq -lhiredis
+LDLIBS_SODIUM = -lsodium
+LDLIBS_JSON   = -lcjson
+
+# --- generated protobuf-c code --------------------------------------------------------------
+PROTOS   := $(wildcard proto/*.proto)
+GEN_C    := $(patsubst proto/%.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
+GEN_H    := $(GEN_C:.c=.h)
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
+	@mkdir -p $(@D)
+	$(Q)protoc-c --c_out=$(BUILD)/gen -Iproto $<
+
+# --- libshared --------------------------------------------------------------------------------
+SHARED_SRC := $(wildcard libshared/*.c)
+SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/%.o) $(GEN_C:.c=.o)
+LIBSHARED  := $(BUILD)/libshared.a
+
+$(LIBSHARED): $(SHARED_OBJ)
+	$(Q)$(AR) rcs $@ $^
+
+# --- inference engine (services/worker/engine) ----------------------------------------------
+ENGINE_SRC := $(wildcard services/worker/engine/*.c)
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+LIBENGINE  := $(BUILD)/libengine.a
+ENGINE_CFLAGS = $(ARCHFLAGS) -O3
+
+$(BUILD)/services/worker/engine/%.o: CFLAGS += $(ENGINE_CFLAGS)
+$(LIBENGINE): $(ENGINE_OBJ)
+	$(Q)$(AR) rcs $@ $^
+
+# --- daemons ----------------------------------------------------------------------------------
+SERVICES := gateway chat infer-gateway worker history safety
+BINS     := $(addprefix $(BUILD)/bin/parley-,$(SERVICES))
+
+# One object list per daemon: its folder's *.c files (not the engine's subfolder).
+svc_obj = $(patsubst %.c,$(BUILD)/%.o,$(wildcard services/$(1)/*.c))
+
+$(BUILD)/bin/parley-gateway: $(call svc_obj,gateway) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_JSON) $(LDLIBS_SODIUM) $(LDLIBS_SHARED)
+$(BUILD)/bin/parley-chat: $(call svc_obj,chat) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+$(BUILD)/bin/parley-infer-gateway: $(call svc_obj,infer-gateway) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+$(BUILD)/bin/parley-worker: $(call svc_obj,worker) $(LIBENGINE) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+$(BUILD)/bin/parley-history: $(call svc_obj,history) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_PG) $(LDLIBS_SODIUM) $(LDLIBS_SHARED)
+$(BUILD)/bin/parley-safety: $(call svc_obj,safety) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+
+# --- tools (engine command-line programs): tools/<name>.c → parley-<name> ---------------------
+TOOL_SRC := $(wildcard tools/*.c)
+TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/parley-%,$(TOOL_SRC))
+
+$(BUILD)/bin/parley-%: $(BUILD)/tools/%.o $(LIBENGINE) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+
+# --- unit tests: every tests/unit/**/*.c in one binary with a registering harness ------------
+UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
+UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
+UNIT_BIN := $(BUILD)/bin/unit-tests
+
+$(UNIT_BIN): $(UNIT_OBJ) $(LIBENGINE) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+
+# --- objects ------------------------------------------------------------------------------------
+ALL_OBJ := $(SHARED_OBJ) $(ENGINE_OBJ) $(foreach s,$(SERVICES),$(call svc_obj,$(s))) \
+           $(TOOL_SRC:%.c=$(BUILD)/%.o) $(UNIT_OBJ)
+$(filter-out $(GEN_C:.c=.o),$(ALL_OBJ)): | $(GEN_H)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC  $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# Generated code is not ours to warn about beyond the basics.
+$(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
+	$(Q)$(CC) $(CPPFLAGS) $(CSTD) $(OPT) $(SANFLAGS) -Wall -Werror -MMD -MP -c -o $@ $<
+
+# --- top-level targets ------------------------------------------------------------------------
+.DEFAULT_GOAL := all
+.PHONY: all asan ubsan tsan test test-unit test-integration run stop status logs clean \
+        format format-check fuzz bench deps
+
+all: $(LIBSHARED) $(LIBENGINE) $(BINS) $(TOOLS) $(UNIT_BIN)
+
+# Sanitizer variants build the whole tree into their own folder.
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SANFLAGS="-fsanitize=address,undefined" all
+ubsan:
+	$(MAKE) BUILD=build-ubsan OPT="-O1 -g" SANFLAGS="-fsanitize=undefined -fno-sanitize-recover=all" all
+tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g" SANFLAGS="-fsanitize=thread" all
+
+# Installs the system packages and Python packages the build and the tests need (root only).
+deps:
+	$(Q)scripts/deps.sh
+
+test: all
+	$(Q)$(MAKE) --no-print-directory test-unit test-integration
+
+test-unit: $(UNIT_BIN)
+	$(Q)$(UNIT_BIN)
+
+test-integration: all
+	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration
+
+run:
+	$(Q)scripts/parleyctl run
+
+stop:
+	$(Q)scripts/parleyctl stop
+
+status:
+	$(Q)scripts/parleyctl status
+
+logs:
+	$(Q)scripts/parleyctl logs
+
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	$(Q)clang-format -i $(FORMAT_SRC)
+format-check:
+	$(Q)clang-format --dry-run -Werror $(FORMAT_SRC)
+
+clean:
+	rm -rf build build-asan build-ubsan build-tsan
+
+-include $(ALL_OBJ:.o=.d)
