@@ -21,7 +21,7 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-un
 CSTD     = -std=c11 -D_GNU_SOURCE
 OPT     ?= -O2 -g
 ARCHFLAGS ?= -mavx2 -mfma -mf16c
-CPPFLAGS += -Ilibshared -I$(BUILD)/gen -Iservices/worker/engine
+CPPFLAGS += -I/usr/include/postgresql -Ilibshared -I$(BUILD)/gen -Iservices/worker/engine
 CFLAGS  += $(CSTD) $(OPT) $(WARN) $(SANFLAGS) -pthread -MMD -MP
 LDFLAGS += $(SANFLAGS) -pthread
 LDLIBS_SHARED = -lnats -lmicrohttpd -lprotobuf-c -lm
@@ -94,10 +94,14 @@ $(BUILD)/bin/parley-%: $(BUILD)/tools/%.o $(LIBENGINE) $(LIBSHARED)
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN := $(BUILD)/bin/unit-tests
+# The daemons' modules other than main.c are unit-tested too: tests/unit/<service>/ sees
+# services/<service>/ headers (and only those: services never include each other's).
+$(foreach s,$(SERVICES),$(eval $(BUILD)/tests/unit/$(s)/%.o: CPPFLAGS += -Iservices/$(s)))
+SVC_MOD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out %/main.c,$(wildcard services/*/*.c)))
 
-$(UNIT_BIN): $(UNIT_OBJ) $(LIBENGINE) $(LIBSHARED)
+$(UNIT_BIN): $(UNIT_OBJ) $(SVC_MOD_OBJ) $(LIBENGINE) $(LIBSHARED)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_JSON) $(LDLIBS_PG) $(LDLIBS_SODIUM) $(LDLIBS_SHARED)
 
 # --- objects ------------------------------------------------------------------------------------
 ALL_OBJ := $(SHARED_OBJ) $(ENGINE_OBJ) $(foreach s,$(SERVICES),$(call svc_obj,$(s))) \

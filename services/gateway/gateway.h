@@ -1,0 +1,43 @@
+/* gateway.h — the gateway daemon's context, shared by its route modules.
+ *
+ * One gw per process, created in main.c; route handlers get it as their `arg`. Read-only after
+ * start except for the metrics (atomic) and the HTTP server pointer. */
+#ifndef PARLEY_GW_GATEWAY_H
+#define PARLEY_GW_GATEWAY_H
+
+#include <stdint.h>
+
+#include "daemon.h"
+#include "http.h"
+
+typedef struct gw_cfg {
+    const char *http_addr;
+    int http_port;
+    const char *api_key;
+    int64_t request_timeout_ms;
+    const char *tls_cert;
+    const char *tls_key;
+    uint64_t max_body;
+    int64_t max_conns_per_ip;
+    int64_t http_threads;
+    int64_t idle_timeout_ms;
+} gw_cfg;
+
+typedef struct gw {
+    gw_cfg cfg;
+    dmn *d;
+    http_server *http;
+    char *tls_cert_pem, *tls_key_pem;
+    met_family *m_requests; /* parley_gateway_http_requests_total{route,status} */
+    met_family *m_latency;  /* parley_gateway_http_request_duration_seconds{route} */
+} gw;
+
+/* Routes of the OpenAI-compatible API (openai.c). */
+enum MHD_Result oai_models(http_req *r, void *arg);
+
+/* Checks "Authorization: Bearer <key>" against the configured key when one is set. Returns
+ * true when the request may go on; otherwise it has already answered 401. `*ret` is the
+ * MHD result to return in that case. */
+bool gw_authorize(gw *g, http_req *r, enum MHD_Result *ret);
+
+#endif

@@ -1,0 +1,190 @@
+/* parley-gateway — the HTTP(S)/SSE edge: authentication, limits, the OpenAI-compatible API.
+ *
+ * This file is the daemon's configuration table and wiring: it loads the TLS files, starts the
+ * HTTP server (http.c) with the route table, and keeps per-route metrics. Route handlers live
+ * in their own files (openai.c, …). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "gateway.h"
+#include "log.h"
+
+static const cfg_opt gw_opts[] = {
+    {"http-addr", CFG_STR, offsetof(gw_cfg, http_addr), "127.0.0.1", 0, 0,
+     "IPv4 address the API listens on"},
+    {"http-port", CFG_PORT, offsetof(gw_cfg, http_port), "8080", 0, 0, "API port"},
+    {"api-key", CFG_STR, offsetof(gw_cfg, api_key), "", 0, 0,
+     "when set, /v1/* requires 'Authorization: Bearer <key>'"},
+    {"request-timeout", CFG_DURATION, offsetof(gw_cfg, request_timeout_ms), "30s", 100, 3600000,
+     "longest wait for a backend answer"},
+    {"tls-cert", CFG_STR, offsetof(gw_cfg, tls_cert), "", 0, 0,
+     "PEM certificate file: serve HTTPS (with --tls-key)"},
+    {"tls-key", CFG_STR, offsetof(gw_cfg, tls_key), "", 0, 0, "PEM private key file"},
+    {"max-body", CFG_BYTES, offsetof(gw_cfg, max_body), "1M", 1024, 1ULL << 30,
+     "largest request body (413 beyond)"},
+    {"max-conns-per-ip", CFG_INT, offsetof(gw_cfg, max_conns_per_ip), "64", 1, 100000,
+     "concurrent connections from one address"},
+    {"http-threads", CFG_INT, offsetof(gw_cfg, http_threads), "8", 1, 256, "HTTP worker threads"},
+    {"idle-timeout", CFG_DURATION, offsetof(gw_cfg, idle_timeout_ms), "60s", 1000, 3600000,
+     "close a connection idle this long (streams send keep-alives)"},
+};
+
+static const char *const route_labels[] = {"route", "status", NULL};
+static const char *const route_only[] = {"route", NULL};
+
+static void on_done(const char *method, const char *path, int status, double seconds, void *arg)
+{
+    gw *g = arg;
+    char st[8];
+    (void)method;
+    snprintf(st, sizeof st, "%d", status);
+    met_inc(met_with(g->m_requests, path, st, NULL), 1);
+    met_observe(met_with(g->m_latency, path, NULL), seconds);
+}
+
+/* Compares in time independent of where the strings differ. */
+static bool same_secret(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    unsigned char diff = (unsigned char)(na != nb);
+    for (size_t i = 0; i < na; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (nb ? nb : 1)]);
+    return diff == 0;
+}
+
+bool gw_authorize(gw *g, http_req *r, enum MHD_Result *ret)
+{
+    if (!g->cfg.api_key[0])
+        return true;
+    const char *h = http_header(r, "Authorization");
+    if (h && strncasecmp(h, "Bearer ", 7) == 0 && same_secret(h + 7, g->cfg.api_key))
+        return true;
+    *ret = http_reply_error(
+        r, 401, h ? "invalid API key" : "missing API key: send 'Authorization: Bearer <key>'", NULL,
+        "invalid_api_key", 0);
+    return false;
+}
+
+static enum MHD_Result root_page(http_req *r, void *arg)
+{
+    (void)arg;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "service", "parley");
+    cJSON_AddStringToObject(o, "version", PARLEY_VERSION);
+    cJSON_AddStringToObject(o, "api", "/v1");
+    enum MHD_Result ret = http_reply_json(r, 200, o);
+    cJSON_Delete(o);
+    return ret;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        char *b = realloc(buf, len + n + 1);
+        if (!b) {
+            free(buf);
+            fclose(f);
+            return NULL;
+        }
+        buf = b;
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+static pl_status gw_start(dmn *d, void *ctx)
+{
+    gw *g = ctx;
+    g->d = d;
+    if (!g->cfg.tls_cert[0] != !g->cfg.tls_key[0])
+        return PL_ERRF(PL_INVALID, "--tls-cert and --tls-key go together");
+    if (g->cfg.tls_cert[0]) {
+        if (!(g->tls_cert_pem = read_file(g->cfg.tls_cert)))
+            return PL_ERRF(PL_IO, "cannot read --tls-cert %s", g->cfg.tls_cert);
+        if (!(g->tls_key_pem = read_file(g->cfg.tls_key)))
+            return PL_ERRF(PL_IO, "cannot read --tls-key %s", g->cfg.tls_key);
+    }
+    met_registry *mr = dmn_metrics(d);
+    g->m_requests = met_counter(mr, "parley_gateway_http_requests_total",
+                                "HTTP requests answered, by route and status", route_labels);
+    g->m_latency = met_histogram(mr, "parley_gateway_http_request_duration_seconds",
+                                 "time from request to the end of the response", route_only,
+                                 met_latency_buckets, met_latency_buckets_n);
+
+    static http_route routes[] = {
+        {"GET", "/v1/models", oai_models, NULL},
+        {"GET", "/", root_page, NULL},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        routes[i].arg = g;
+    http_opts o = {
+        .addr = g->cfg.http_addr,
+        .port = g->cfg.http_port,
+        .threads = (unsigned)g->cfg.http_threads,
+        .max_body = g->cfg.max_body,
+        .max_header_bytes = 64 * 1024,
+        .max_conns = 4096,
+        .max_conns_per_ip = (unsigned)g->cfg.max_conns_per_ip,
+        .idle_timeout_s = (unsigned)(g->cfg.idle_timeout_ms / 1000),
+        .tls_cert_pem = g->tls_cert_pem,
+        .tls_key_pem = g->tls_key_pem,
+        .routes = routes,
+        .n_routes = sizeof routes / sizeof routes[0],
+        .on_done = on_done,
+        .arg = g,
+    };
+    pl_status s = http_start(&o, &g->http);
+    if (s != PL_OK)
+        return s;
+    LOGI(NULL, "serving %s on %s:%d", g->tls_cert_pem ? "HTTPS" : "HTTP", g->cfg.http_addr,
+         http_port(g->http));
+    return PL_OK;
+}
+
+static size_t gw_ready(void *ctx, dmn_check *c)
+{
+    gw *g = ctx;
+    c[0].name = "http";
+    c[0].ok = g->http != NULL;
+    return 1;
+}
+
+static void gw_stop(void *ctx)
+{
+    gw *g = ctx;
+    http_stop(g->http);
+    g->http = NULL;
+    free(g->tls_cert_pem);
+    free(g->tls_key_pem);
+}
+
+int main(int argc, char **argv)
+{
+    static gw g;
+    dmn_spec spec = {
+        .name = "gateway",
+        .summary = "the HTTP(S)/SSE edge: auth, limits, OpenAI-compatible API",
+        .opts = gw_opts,
+        .n_opts = sizeof gw_opts / sizeof gw_opts[0],
+        .cfg = &g.cfg,
+        .ctx = &g,
+        .start = gw_start,
+        .ready = gw_ready,
+        .stop = gw_stop,
+        .admin_port_default = 9101,
+    };
+    return dmn_main(&spec, argc, argv);
+}
