@@ -67,6 +67,8 @@ typedef struct dmn_spec {
     void (*drain)(void *ctx, int64_t deadline_ms);
     /* Release everything start made. Called once, also after a failed start. Optional. */
     void (*stop)(void *ctx);
+    /* The default of --admin-port for this daemon (9101 …); 0 = pick a free port. */
+    int admin_port_default;
 } dmn_spec;
 
 int dmn_main(const dmn_spec *spec, int argc, char **argv);

@@ -1,6 +1,8 @@
 /* Unit tests for the infer-gateway's worker registry. */
 #include "../harness.h"
 
+#include <stdbool.h>
+
 #include "registry.h"
 
 static void beat(reg_registry *r, const char *id, const char *model, uint32_t free_slots,
