@@ -167,3 +167,23 @@ clean:
 	rm -rf build build-asan build-ubsan build-tsan
 
 -include $(ALL_OBJ:.o=.d)
+
+# --- fuzzing: libFuzzer harness for the GGUF reader, tokenizer and template detection ----------
+# Needs clang. Seeds come from parley-mktiny (small vocabularies); see fuzz/README.md.
+#   make fuzz-gguf FUZZ_SECONDS=180
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := fuzz/fuzz_gguf.c services/worker/engine/gguf.c services/worker/engine/tok.c \
+            services/worker/engine/tok_pre.c services/worker/engine/uni_tables.c \
+            services/worker/engine/tmpl.c libshared/status.c
+fuzz-gguf: $(BUILD)/bin/parley-mktiny
+	@mkdir -p $(BUILD)/fuzz/corpus-gguf
+	$(Q)clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -Ilibshared -Iservices/worker/engine -o $(BUILD)/fuzz/fuzz_gguf $(FUZZ_SRC)
+	$(Q)$(BUILD)/bin/parley-mktiny --out $(BUILD)/fuzz/corpus-gguf/seed-q4_1.gguf --max-vocab 300 \
+	    --layers 1 --embd 32 --heads 2 --kv-heads 1 --ff 32 --ctx 64 --type q4_1
+	$(Q)$(BUILD)/bin/parley-mktiny --out $(BUILD)/fuzz/corpus-gguf/seed-f16-v2.gguf --max-vocab 280 \
+	    --layers 1 --embd 32 --heads 2 --kv-heads 1 --ff 32 --ctx 64 --type f16 --gguf-version 2
+	$(Q)$(BUILD)/bin/parley-mktiny --out $(BUILD)/fuzz/corpus-gguf/seed-q8_0-a64.gguf --max-vocab 260 \
+	    --layers 1 --embd 32 --heads 2 --kv-heads 1 --ff 32 --ctx 64 --type q8_0 --align 64 --untied
+	$(Q)$(BUILD)/fuzz/fuzz_gguf -max_len=65536 -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    $(BUILD)/fuzz/corpus-gguf

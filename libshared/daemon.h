@@ -60,7 +60,9 @@ typedef struct dmn_spec {
      * failures: report them through `ready` and recover when they return. */
     pl_status (*start)(dmn *d, void *ctx);
     /* Fills up to DMN_MAX_CHECKS checks of the daemon's own dependencies (the bus is checked by
-     * the lifecycle) and returns how many. Called from the admin thread; must be quick. */
+     * the lifecycle) and returns how many. Called from the admin thread and from the
+     * lifecycle's 500 ms readiness loop, never concurrently, never before start returns or
+     * after stop begins; must be quick. Optional. */
     size_t (*ready)(void *ctx, dmn_check *checks);
     /* Stop taking new work and finish what is in flight, returning by `deadline_ms`
      * (monotonic, dmn_now_ms()). Optional. */
