@@ -14,6 +14,8 @@
 #define SUBJ_INFER_MODELS "parley.v1.infer.models"
 /* Request-reply to the infer-gateway: InferRequest → InferAdmit. */
 #define SUBJ_INFER_SUBMIT "parley.v1.infer.submit"
+/* JobEvent from workers to every infer-gateway: started, first token, done. */
+#define SUBJ_INFER_EVENTS "parley.v1.infer.events"
 /* Broadcast Cancel to the infer-gateways and every worker. */
 #define SUBJ_CANCEL "parley.v1.infer.cancel"
 /* TokenDelta for one request: SUBJ_DELTA_PREFIX + request_id. */

@@ -215,3 +215,35 @@ size_t reg_models(reg_registry *r, int64_t now_ms, reg_model *out, size_t cap)
     qsort(out, n, sizeof *out, by_name);
     return n;
 }
+
+bool reg_worker_alive(reg_registry *r, const char *worker_id, int64_t now_ms)
+{
+    bool alive = false;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->workers[i].id, worker_id) == 0)
+            alive = now_ms - r->workers[i].last_ms <= r->timeout_ms;
+    pthread_mutex_unlock(&r->mu);
+    return alive;
+}
+
+bool reg_model_get(reg_registry *r, const char *name, int64_t now_ms, reg_model *out)
+{
+    reg_model all[64];
+    size_t n = reg_models(r, now_ms, all, 64);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(all[i].name, name) == 0) {
+            *out = all[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+bool reg_model_known(reg_registry *r, const char *name)
+{
+    pthread_mutex_lock(&r->mu);
+    bool known = first_seen(r, name, -1) >= 0;
+    pthread_mutex_unlock(&r->mu);
+    return known;
+}

@@ -7,6 +7,7 @@
 #ifndef PARLEY_IGW_REGISTRY_H
 #define PARLEY_IGW_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,12 @@ pl_status reg_heartbeat(reg_registry *r, const Parley__V1__WorkerHeartbeat *hb, 
 size_t reg_expire(reg_registry *r, int64_t now_ms);
 /* Live workers (after expiry at now_ms). */
 size_t reg_n_workers(reg_registry *r, int64_t now_ms);
+/* True when the worker sent a heartbeat within the timeout (draining or not). */
+bool reg_worker_alive(reg_registry *r, const char *worker_id, int64_t now_ms);
+/* True when some worker ever announced this model (to tell 'unknown' from 'no worker now'). */
+bool reg_model_known(reg_registry *r, const char *name);
+/* The model's aggregate (after expiry at now_ms); false when no live worker serves it. */
+bool reg_model_get(reg_registry *r, const char *name, int64_t now_ms, reg_model *out);
 /* Fills up to `cap` models sorted by name; returns how many were written. */
 size_t reg_models(reg_registry *r, int64_t now_ms, reg_model *out, size_t cap);
 
