@@ -9,6 +9,7 @@
 
 #include "daemon.h"
 #include "http.h"
+#include "stream.h"
 
 typedef struct gw_cfg {
     const char *http_addr;
@@ -21,12 +22,15 @@ typedef struct gw_cfg {
     int64_t max_conns_per_ip;
     int64_t http_threads;
     int64_t idle_timeout_ms;
+    int64_t keepalive_ms;
+    int64_t stream_idle_timeout_ms;
 } gw_cfg;
 
 typedef struct gw {
     gw_cfg cfg;
     dmn *d;
     http_server *http;
+    gws_hub *streams;
     char *tls_cert_pem, *tls_key_pem;
     met_family *m_requests; /* parley_gateway_http_requests_total{route,status} */
     met_family *m_latency;  /* parley_gateway_http_request_duration_seconds{route} */
@@ -34,6 +38,7 @@ typedef struct gw {
 
 /* Routes of the OpenAI-compatible API (openai.c). */
 enum MHD_Result oai_models(http_req *r, void *arg);
+enum MHD_Result oai_chat_completions(http_req *r, void *arg);
 
 /* Checks "Authorization: Bearer <key>" against the configured key when one is set. Returns
  * true when the request may go on; otherwise it has already answered 401. `*ret` is the

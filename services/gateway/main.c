@@ -29,6 +29,10 @@ static const cfg_opt gw_opts[] = {
     {"http-threads", CFG_INT, offsetof(gw_cfg, http_threads), "8", 1, 256, "HTTP worker threads"},
     {"idle-timeout", CFG_DURATION, offsetof(gw_cfg, idle_timeout_ms), "60s", 1000, 3600000,
      "close a connection idle this long (streams send keep-alives)"},
+    {"keepalive", CFG_DURATION, offsetof(gw_cfg, keepalive_ms), "10s", 100, 60000,
+     "send an SSE keep-alive comment after this long without output"},
+    {"stream-idle-timeout", CFG_DURATION, offsetof(gw_cfg, stream_idle_timeout_ms), "5m", 1000,
+     3600000, "end a stream that has had no token for this long"},
 };
 
 static const char *const route_labels[] = {"route", "status", NULL};
@@ -103,6 +107,7 @@ static pl_status gw_start(dmn *d, void *ctx)
 
     static http_route routes[] = {
         {"GET", "/v1/models", oai_models, NULL},
+        {"POST", "/v1/chat/completions", oai_chat_completions, NULL},
         {"GET", "/", root_page, NULL},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
@@ -123,7 +128,11 @@ static pl_status gw_start(dmn *d, void *ctx)
         .on_done = on_done,
         .arg = g,
     };
-    pl_status s = http_start(&o, &g->http);
+    pl_status s =
+        gws_hub_create(dmn_bus(d), g->cfg.keepalive_ms, g->cfg.stream_idle_timeout_ms, &g->streams);
+    if (s != PL_OK)
+        return s;
+    s = http_start(&o, &g->http);
     if (s != PL_OK)
         return s;
     LOGI(NULL, "serving %s on %s:%d", g->tls_cert_pem ? "HTTPS" : "HTTP", g->cfg.http_addr,
@@ -139,11 +148,22 @@ static size_t gw_ready(void *ctx, dmn_check *c)
     return 1;
 }
 
+static void gw_drain(void *ctx, int64_t deadline_ms)
+{
+    gw *g = ctx;
+    /* Streams in flight end with a retryable error so clients are never left hanging. */
+    int64_t left = deadline_ms - dmn_now_ms();
+    gws_hub_stop(g->streams, left > 0 ? left : 0);
+}
+
 static void gw_stop(void *ctx)
 {
     gw *g = ctx;
+    gws_hub_stop(g->streams, 0);
     http_stop(g->http);
     g->http = NULL;
+    gws_hub_free(g->streams);
+    g->streams = NULL;
     free(g->tls_cert_pem);
     free(g->tls_key_pem);
 }
@@ -160,6 +180,7 @@ int main(int argc, char **argv)
         .ctx = &g,
         .start = gw_start,
         .ready = gw_ready,
+        .drain = gw_drain,
         .stop = gw_stop,
         .admin_port_default = 9101,
     };

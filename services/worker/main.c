@@ -1,10 +1,12 @@
 /* parley-worker — loads GGUF models and serves inference jobs for them.
  *
- * This file is the daemon's configuration table and wiring. At this stage the worker opens and
- * validates each configured model file and announces the models by heartbeat, so the
- * infer-gateway's registry (and /v1/models) knows them; the engine's batching loop attaches to
- * the same context (issue: serving). Threads: the heartbeat thread; libnats threads. */
+ * This file is the daemon's configuration table and wiring: a loader thread loads each model
+ * (the admin port answers meanwhile; /readyz is false until every model is loaded and fetching),
+ * serve.c runs one batching loop per model, a heartbeat thread announces the models with their
+ * free slots and KV room (at once when they change, at most every 50 ms, and every
+ * --heartbeat-interval otherwise), and a cancel subscription forwards cancels to the models. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +14,10 @@
 
 #include "bus.h"
 #include "daemon.h"
-#include "gguf.h"
 #include "log.h"
 #include "modelspec.h"
 #include "parley.pb-c.h"
+#include "serve.h"
 #include "subjects.h"
 
 typedef struct wk_cfg {
@@ -23,8 +25,10 @@ typedef struct wk_cfg {
     uint64_t kv_budget;
     int64_t max_seqs;
     int64_t threads;
+    int64_t batch_tokens;
     int64_t heartbeat_interval_ms;
     const char *device;
+    const char *chat_template;
 } wk_cfg;
 
 static const cfg_opt wk_opts[] = {
@@ -36,94 +40,60 @@ static const cfg_opt wk_opts[] = {
      "sequences decoded together per model"},
     {"threads", CFG_INT, offsetof(wk_cfg, threads), "0", 0, 1024,
      "compute threads (0 = all cores)"},
+    {"batch-tokens", CFG_INT, offsetof(wk_cfg, batch_tokens), "256", 16, 8192,
+     "prompt tokens processed per step next to the decoding sequences (chunked prefill)"},
     {"heartbeat-interval", CFG_DURATION, offsetof(wk_cfg, heartbeat_interval_ms), "1s", 100, 60000,
      "how often the worker announces itself"},
     {"device", CFG_STR, offsetof(wk_cfg, device), "cpu", 0, 0, "compute device: cpu"},
+    {"chat-template", CFG_STR, offsetof(wk_cfg, chat_template), "", 0, 0,
+     "force a chat template family (chatml, llama3, gemma) instead of detecting it"},
 };
-
-typedef struct wk_model {
-    ms_model spec;
-    gguf_file *file;
-    char arch[64];
-    char quant[32];
-    uint32_t context_length;
-    char queue_subject[256];
-} wk_model;
 
 typedef struct wk {
     wk_cfg cfg;
     dmn *d;
-    wk_model models[MS_MAX_MODELS];
+    ms_model specs[MS_MAX_MODELS];
+    srv_model *models[MS_MAX_MODELS];
     size_t n_models;
-    pthread_t hb_thread;
-    bool hb_running;
+    atomic_int n_loaded; /* models loaded and fetching */
+    atomic_bool load_failed;
+    char load_error[256];
+    pthread_t loader, hb_thread;
+    bool loader_running, hb_running;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool stop, draining;
+    bool stop, draining, beat_now;
+    bus_sub *cancel_sub;
     met_family *m_heartbeats;
 } wk;
-
-/* The most common weight type among the model's 2-D tensors, as a name ("q4_1"). */
-static const char *dominant_type(const gguf_file *f)
-{
-    uint64_t count[64] = {0};
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
-        if (t->n_dims >= 2 && (unsigned)t->type < 64)
-            count[t->type]++;
-    }
-    unsigned best = 0;
-    for (unsigned t = 1; t < 64; t++)
-        if (count[t] > count[best])
-            best = t;
-    return gguf_ttype_name((gguf_ttype)best);
-}
-
-static pl_status open_model(wk_model *m)
-{
-    pl_status s = gguf_open(m->spec.path, &m->file);
-    if (s != PL_OK)
-        return PL_ERRF(s, "model '%s' (%s): %s", m->spec.name, m->spec.path, pl_err_last());
-    gguf_str arch;
-    if (gguf_get_str(m->file, "general.architecture", &arch) != PL_OK)
-        return PL_ERRF(PL_CORRUPT, "model '%s': no general.architecture", m->spec.name);
-    snprintf(m->arch, sizeof m->arch, "%.*s", (int)(arch.len < 63 ? arch.len : 63), arch.ptr);
-    char key[128];
-    snprintf(key, sizeof key, "%s.context_length", m->arch);
-    uint32_t ctx = 0;
-    if (gguf_get_u32_or(m->file, key, 0, &ctx) != PL_OK)
-        return PL_ERRF(PL_CORRUPT, "model '%s': bad %s", m->spec.name, key);
-    m->context_length = ctx;
-    snprintf(m->quant, sizeof m->quant, "%s", dominant_type(m->file));
-    subj_token(m->queue_subject, sizeof m->queue_subject, SUBJ_JOBS_PREFIX, m->spec.name);
-    LOGI(NULL, "model '%s': %s, %s, context %u, from %s", m->spec.name, m->arch, m->quant, ctx,
-         m->spec.path);
-    return PL_OK;
-}
 
 static void send_heartbeat(wk *w, bool draining)
 {
     Parley__V1__WorkerHeartbeat hb = PARLEY__V1__WORKER_HEARTBEAT__INIT;
     Parley__V1__ModelStatus ms[MS_MAX_MODELS], *ptrs[MS_MAX_MODELS];
-    for (size_t i = 0; i < w->n_models; i++) {
-        wk_model *m = &w->models[i];
-        parley__v1__model_status__init(&ms[i]);
-        ms[i].name = m->spec.name;
-        ms[i].max_slots = (uint32_t)w->cfg.max_seqs;
-        ms[i].free_slots = (uint32_t)w->cfg.max_seqs;
-        ms[i].kv_budget_bytes = w->cfg.kv_budget;
-        ms[i].kv_free_bytes = w->cfg.kv_budget;
-        ms[i].context_length = m->context_length;
-        ms[i].loaded = false; /* validated, not yet loaded by the engine */
-        ms[i].architecture = m->arch;
-        ms[i].quantization = m->quant;
-        ms[i].queue_subject = m->queue_subject;
-        ptrs[i] = &ms[i];
+    srv_status st[MS_MAX_MODELS];
+    size_t n = 0;
+    int loaded = atomic_load(&w->n_loaded);
+    for (size_t i = 0; i < (size_t)loaded && i < w->n_models; i++) {
+        srv_model_status(w->models[i], &st[i]);
+        parley__v1__model_status__init(&ms[n]);
+        ms[n].name = w->specs[i].name;
+        ms[n].max_slots = st[i].max_slots;
+        ms[n].free_slots = st[i].free_slots;
+        ms[n].kv_budget_bytes = st[i].kv_budget;
+        ms[n].kv_free_bytes = st[i].kv_free;
+        ms[n].context_length = st[i].context_length;
+        ms[n].loaded = true;
+        ms[n].architecture = (char *)st[i].arch;
+        ms[n].quantization = (char *)st[i].quant;
+        ms[n].queue_subject = st[i].queue_subject;
+        ptrs[n] = &ms[n];
+        n++;
     }
     hb.worker_id = (char *)dmn_instance(w->d);
     hb.device = (char *)w->cfg.device;
     hb.models = ptrs;
-    hb.n_models = w->n_models;
+    hb.n_models = n;
     hb.sent_ms = dmn_wall_ms();
     hb.interval_ms = (uint32_t)w->cfg.heartbeat_interval_ms;
     hb.draining = draining;
@@ -132,26 +102,103 @@ static void send_heartbeat(wk *w, bool draining)
         met_family_inc(w->m_heartbeats, 1);
 }
 
-static void *heartbeat_main(void *arg)
+static void poke_heartbeat(void *arg)
 {
     wk *w = arg;
     pthread_mutex_lock(&w->mu);
+    w->beat_now = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void wait_ms(wk *w, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = ts.tv_nsec + (ms % 1000) * 1000000L;
+    ts.tv_sec += ms / 1000 + ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+}
+
+static void *heartbeat_main(void *arg)
+{
+    wk *w = arg;
+    int64_t last = 0;
+    pthread_mutex_lock(&w->mu);
     while (!w->stop) {
+        int64_t now = dmn_now_ms();
+        if (now - last < 50) { /* rate limit the on-change beats */
+            wait_ms(w, 50 - (now - last));
+            continue;
+        }
         bool draining = w->draining;
+        w->beat_now = false;
         pthread_mutex_unlock(&w->mu);
         if (bus_connected(dmn_bus(w->d)))
             send_heartbeat(w, draining);
+        last = dmn_now_ms();
         pthread_mutex_lock(&w->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = ts.tv_nsec + (w->cfg.heartbeat_interval_ms % 1000) * 1000000L;
-        ts.tv_sec += w->cfg.heartbeat_interval_ms / 1000 + ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
-        if (!w->stop)
-            pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (!w->stop && !w->beat_now)
+            wait_ms(w, w->cfg.heartbeat_interval_ms);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
+}
+
+static void *loader_main(void *arg)
+{
+    wk *w = arg;
+    for (size_t i = 0; i < w->n_models; i++) {
+        srv_opts o = {
+            .name = w->specs[i].name,
+            .path = w->specs[i].path,
+            .chat_template = w->cfg.chat_template[0] ? w->cfg.chat_template : NULL,
+            .kv_budget = w->cfg.kv_budget,
+            .max_seqs = (int)w->cfg.max_seqs,
+            .threads = (int)w->cfg.threads,
+            .max_batch_tokens = (int)w->cfg.batch_tokens,
+            .worker_id = dmn_instance(w->d),
+            .b = dmn_bus(w->d),
+            .metrics = dmn_metrics(w->d),
+            .on_slots_changed = poke_heartbeat,
+            .arg = w,
+        };
+        pl_status s = srv_model_load(&o, &w->models[i]);
+        /* The consumer needs NATS: retry its setup until it is there. */
+        while (s == PL_OK && !dmn_stopping(w->d)) {
+            s = srv_model_start(w->models[i]);
+            if (s == PL_OK || (s != PL_BUS && s != PL_TIMEOUT))
+                break;
+            LOGW(NULL, "model '%s': cannot set up its job queue yet (%s); retrying",
+                 w->specs[i].name, pl_err_last());
+            nanosleep(&(struct timespec){1, 0}, NULL);
+        }
+        if (s != PL_OK) {
+            snprintf(w->load_error, sizeof w->load_error, "%s", pl_err_last());
+            LOGE(NULL, "%s", w->load_error);
+            atomic_store(&w->load_failed, true);
+            return NULL;
+        }
+        atomic_store(&w->n_loaded, (int)i + 1);
+        poke_heartbeat(w);
+    }
+    return NULL;
+}
+
+static void on_cancel(bus_msg *m, void *arg)
+{
+    wk *w = arg;
+    Parley__V1__Cancel *c =
+        (Parley__V1__Cancel *)bus_msg_unpack(m, &parley__v1__cancel__descriptor);
+    if (c && c->request_id && c->request_id[0]) {
+        int loaded = atomic_load(&w->n_loaded);
+        for (int i = 0; i < loaded; i++)
+            srv_model_cancel(w->models[i], c->request_id);
+    }
+    if (c)
+        protobuf_c_message_free_unpacked(&c->base, NULL);
+    bus_msg_destroy(m);
 }
 
 static pl_status wk_start(dmn *d, void *ctx)
@@ -161,17 +208,11 @@ static pl_status wk_start(dmn *d, void *ctx)
     if (strcmp(w->cfg.device, "cpu") != 0)
         return PL_ERRF(PL_UNSUPPORTED, "device '%s' is not supported by this build (cpu only)",
                        w->cfg.device);
-    ms_model specs[MS_MAX_MODELS];
-    pl_status s = ms_parse(w->cfg.models, specs, &w->n_models);
+    pl_status s = ms_parse(w->cfg.models, w->specs, &w->n_models);
     if (s != PL_OK)
         return PL_ERRF(s, "option --models: %s", pl_err_last());
     if (w->n_models == 0)
         LOGW(NULL, "no models configured (--models): this worker will serve nothing");
-    for (size_t i = 0; i < w->n_models; i++) {
-        w->models[i].spec = specs[i];
-        if ((s = open_model(&w->models[i])) != PL_OK)
-            return s;
-    }
     w->m_heartbeats =
         met_counter(dmn_metrics(d), "parley_worker_heartbeats_total", "heartbeats sent", NULL);
     pthread_mutex_init(&w->mu, NULL);
@@ -180,39 +221,63 @@ static pl_status wk_start(dmn *d, void *ctx)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
+    if ((s = bus_subscribe(dmn_bus(d), SUBJ_CANCEL, NULL, on_cancel, w, &w->cancel_sub)) != PL_OK)
+        return s;
+    if (pthread_create(&w->loader, NULL, loader_main, w) != 0)
+        return PL_ERRF(PL_ERR, "cannot start the model loader");
+    w->loader_running = true;
     if (pthread_create(&w->hb_thread, NULL, heartbeat_main, w) != 0)
         return PL_ERRF(PL_ERR, "cannot start the heartbeat thread");
     w->hb_running = true;
     return PL_OK;
 }
 
+static size_t wk_ready(void *ctx, dmn_check *c)
+{
+    wk *w = ctx;
+    int loaded = atomic_load(&w->n_loaded);
+    c[0].name = "models";
+    c[0].ok = loaded == (int)w->n_models;
+    if (atomic_load(&w->load_failed))
+        snprintf(c[0].detail, sizeof c[0].detail, "%.159s", w->load_error);
+    else if (!c[0].ok)
+        snprintf(c[0].detail, sizeof c[0].detail, "loading: %d of %zu ready", loaded, w->n_models);
+    return 1;
+}
+
 static void wk_drain(void *ctx, int64_t deadline_ms)
 {
     wk *w = ctx;
-    (void)deadline_ms;
     if (!w->hb_running)
         return;
     pthread_mutex_lock(&w->mu);
     w->draining = true;
-    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    send_heartbeat(w, true); /* tell the registry at once rather than at the next beat */
+    send_heartbeat(w, true); /* the registry stops counting this worker's slots at once */
+    int loaded = atomic_load(&w->n_loaded);
+    for (int i = 0; i < loaded; i++)
+        srv_model_drain(w->models[i], deadline_ms);
 }
 
 static void wk_stop(void *ctx)
 {
     wk *w = ctx;
+    bus_unsubscribe(w->cancel_sub);
+    if (w->loader_running)
+        pthread_join(w->loader, NULL);
     if (w->hb_running) {
         pthread_mutex_lock(&w->mu);
         w->stop = true;
         pthread_cond_signal(&w->cv);
         pthread_mutex_unlock(&w->mu);
         pthread_join(w->hb_thread, NULL);
+    }
+    for (size_t i = 0; i < w->n_models; i++)
+        srv_model_free(w->models[i]);
+    if (w->hb_running || w->loader_running) {
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
     }
-    for (size_t i = 0; i < w->n_models; i++)
-        gguf_close(w->models[i].file);
 }
 
 int main(int argc, char **argv)
@@ -226,6 +291,7 @@ int main(int argc, char **argv)
         .cfg = &w.cfg,
         .ctx = &w,
         .start = wk_start,
+        .ready = wk_ready,
         .drain = wk_drain,
         .stop = wk_stop,
         .admin_port_default = 9104,
