@@ -143,7 +143,7 @@ test-unit: $(UNIT_BIN)
 	$(Q)$(UNIT_BIN)
 
 test-integration: all
-	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration
+	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration tests/deploy
 
 run:
 	$(Q)scripts/parleyctl run

@@ -159,7 +159,10 @@ void db_release(db_pool *p, PGconn *c)
 pl_status db_exec(PGconn *c, const char *sql, int n_params, const char *const *params,
                   PGresult **res)
 {
-    PGresult *r = PQexecParams(c, sql, n_params, NULL, params, NULL, NULL, 0);
+    /* Without parameters use the simple protocol: migrations are multi-statement scripts,
+     * which the extended protocol refuses. */
+    PGresult *r = n_params == 0 ? PQexec(c, sql)
+                                : PQexecParams(c, sql, n_params, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         char msg[512];
