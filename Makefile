@@ -120,7 +120,7 @@ $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 # --- top-level targets ------------------------------------------------------------------------
 .DEFAULT_GOAL := all
 .PHONY: all asan ubsan tsan test test-unit test-integration run stop status logs clean \
-        format format-check fuzz bench deps
+        format format-check fuzz bench deps bench-engine bench-serve
 
 all: $(LIBSHARED) $(LIBENGINE) $(BINS) $(TOOLS) $(UNIT_BIN)
 
@@ -144,6 +144,15 @@ test-unit: $(UNIT_BIN)
 
 test-integration: all
 	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration tests/deploy
+
+# Benchmarks (never part of `make test`): figures printed next to the anchor measured in the
+# same run. BENCH_THREADS defaults to every core.
+BENCH_THREADS ?= $(shell nproc)
+bench-engine: all
+	$(Q)$(PYTHON) bench/bench_engine.py --threads $(BENCH_THREADS)
+bench-serve: all
+	$(Q)$(PYTHON) bench/bench_serve.py --threads $(BENCH_THREADS)
+bench: bench-engine bench-serve
 
 run:
 	$(Q)scripts/parleyctl run
