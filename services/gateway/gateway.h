@@ -24,6 +24,7 @@ typedef struct gw_cfg {
     int64_t idle_timeout_ms;
     int64_t keepalive_ms;
     int64_t stream_idle_timeout_ms;
+    int64_t first_token_wait_ms;
 } gw_cfg;
 
 typedef struct gw {

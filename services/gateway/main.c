@@ -33,6 +33,9 @@ static const cfg_opt gw_opts[] = {
      "send an SSE keep-alive comment after this long without output"},
     {"stream-idle-timeout", CFG_DURATION, offsetof(gw_cfg, stream_idle_timeout_ms), "5m", 1000,
      3600000, "end a stream that has had no token for this long"},
+    {"first-token-wait", CFG_DURATION, offsetof(gw_cfg, first_token_wait_ms), "2s", 0, 600000,
+     "begin an SSE response this long after admission even without a token (errors before it "
+     "get their own HTTP status)"},
 };
 
 static const char *const route_labels[] = {"route", "status", NULL};
@@ -128,8 +131,8 @@ static pl_status gw_start(dmn *d, void *ctx)
         .on_done = on_done,
         .arg = g,
     };
-    pl_status s =
-        gws_hub_create(dmn_bus(d), g->cfg.keepalive_ms, g->cfg.stream_idle_timeout_ms, &g->streams);
+    pl_status s = gws_hub_create(dmn_bus(d), g->cfg.keepalive_ms, g->cfg.stream_idle_timeout_ms,
+                                 g->cfg.first_token_wait_ms, &g->streams);
     if (s != PL_OK)
         return s;
     s = http_start(&o, &g->http);

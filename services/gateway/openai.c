@@ -344,6 +344,7 @@ typedef struct oai_out {
     long long created;
     char model[128];
     bool role_sent;
+    bool headers_sent_early; /* the SSE response began before the first delta */
     uint32_t events;
     /* non-stream: the collected answer */
     char *text;
@@ -552,7 +553,8 @@ static enum MHD_Result resume_request(http_req *r, gws *s)
     oai_out *o = gws_user(s);
     gws_lock(s);
     bool started = gws_started(s), done = gws_done(s);
-    if (!started && !done) { /* woken without news (cannot happen, but never spin) */
+    bool begin_early = !started && !done && o->req->stream && gws_headers_due(s);
+    if (!started && !done && !begin_early) { /* woken without news: park again */
         gws_suspend(s);
         gws_unlock(s);
         return MHD_YES;
@@ -569,6 +571,11 @@ static enum MHD_Result resume_request(http_req *r, gws *s)
         }
         gws_unlock(s);
         return reply_complete(r, o);
+    }
+    if (begin_early) {
+        /* Still queued: open the stream with the role chunk so keep-alives can flow. */
+        send_chunk(s, o, "assistant", "", NULL);
+        o->role_sent = o->headers_sent_early = true;
     }
     gws_unlock(s);
     struct MHD_Response *resp = gws_response(s);

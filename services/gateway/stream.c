@@ -34,7 +34,8 @@ struct gws {
     void *user;
     void (*user_free)(void *);
     struct MHD_Connection *conn; /* NULL once detached */
-    bool suspended, done, started, detached, sse;
+    bool suspended, done, started, detached, sse, headers_due;
+    int64_t created_ms;
     uint32_t next_seq;
     char worker[128];
     char *buf;
@@ -51,7 +52,7 @@ struct gws_hub {
     bool stop;
     gws *head;
     size_t count;
-    int64_t keepalive_ms, idle_timeout_ms;
+    int64_t keepalive_ms, idle_timeout_ms, first_wait_ms;
 };
 
 static void gws_free(gws *s)
@@ -87,6 +88,11 @@ bool gws_done(const gws *s)
 bool gws_started(const gws *s)
 {
     return s->started;
+}
+
+bool gws_headers_due(const gws *s)
+{
+    return s->headers_due;
 }
 
 void *gws_user(gws *s)
@@ -225,7 +231,7 @@ pl_status gws_create(gws_hub *h, const char *request_id, const char *delta_subje
     s->user = user;
     s->user_free = user_free;
     s->next_seq = 1;
-    s->last_out_ms = s->last_delta_ms = dmn_now_ms();
+    s->created_ms = s->last_out_ms = s->last_delta_ms = dmn_now_ms();
     pl_status st = bus_subscribe(h->b, delta_subject, NULL, on_delta, s, &s->sub);
     if (st != PL_OK) {
         gws_free(s);
@@ -345,7 +351,11 @@ static void *hub_main(void *arg)
     while (!h->stop) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += 1;
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
         pthread_cond_timedwait(&h->cv, &h->mu, &ts);
         int64_t now = dmn_now_ms();
         for (gws *s = h->head; s; s = s->next) {
@@ -354,6 +364,10 @@ static void *hub_main(void *arg)
                 LOGW(s->rid, "no progress for %lld ms; ending the stream",
                      (long long)h->idle_timeout_ms);
                 gws_fail(s, PL_TIMEOUT, "the answer stalled; please retry");
+            } else if (!s->sse && !s->started && !s->done && !s->headers_due && s->conn &&
+                       now - s->created_ms >= h->first_wait_ms) {
+                s->headers_due = true; /* queued for a while: let the response begin */
+                wake(s);
             } else if (s->sse && !s->done && now - s->last_out_ms >= h->keepalive_ms) {
                 /* A comment line: keeps proxies from timing out and reveals a gone client. */
                 gws_append(s, ": keepalive\n\n", 13);
@@ -365,7 +379,8 @@ static void *hub_main(void *arg)
     return NULL;
 }
 
-pl_status gws_hub_create(bus *b, int64_t keepalive_ms, int64_t idle_timeout_ms, gws_hub **out)
+pl_status gws_hub_create(bus *b, int64_t keepalive_ms, int64_t idle_timeout_ms,
+                         int64_t first_wait_ms, gws_hub **out)
 {
     gws_hub *h = calloc(1, sizeof *h);
     if (!h)
@@ -373,6 +388,7 @@ pl_status gws_hub_create(bus *b, int64_t keepalive_ms, int64_t idle_timeout_ms, 
     h->b = b;
     h->keepalive_ms = keepalive_ms;
     h->idle_timeout_ms = idle_timeout_ms;
+    h->first_wait_ms = first_wait_ms;
     pthread_mutex_init(&h->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -31,8 +31,11 @@ typedef struct gws_hub gws_hub;
  * gws_append / gws_appendf. `user` is the API module's per-request state. */
 typedef void (*gws_fmt)(gws *s, const Parley__V1__TokenDelta *d, void *user);
 
-/* The set of live streams and the keep-alive thread. */
-pl_status gws_hub_create(bus *b, int64_t keepalive_ms, int64_t idle_timeout_ms, gws_hub **out);
+/* The set of live streams and the keep-alive thread. A stream whose first delta has not come
+ * within `first_wait_ms` is woken with gws_headers_due() true, so an SSE response (and its
+ * keep-alives) can start while the request waits in a queue. */
+pl_status gws_hub_create(bus *b, int64_t keepalive_ms, int64_t idle_timeout_ms,
+                         int64_t first_wait_ms, gws_hub **out);
 /* Ends every stream with an error event (server stopping), resumes their connections and
  * waits up to `wait_ms` for them to finish; then stops the thread. Call before stopping the
  * HTTP server (MHD must not stop with suspended connections). Accepts NULL. */
@@ -67,6 +70,8 @@ void gws_appendf(gws *s, const char *fmt, ...) __attribute__((format(printf, 2, 
  * thread only, inside the access handler or the content reader, and return 0 / MHD_YES). */
 void gws_suspend(gws *s);
 void *gws_user(gws *s);
+/* Under the lock: the first delta is late; start the response without it. */
+bool gws_headers_due(const gws *s);
 const char *gws_request_id(const gws *s);
 
 /* Under the lock: ends the stream with a local error (no delta will come). */
