@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "sync.h"
 
 struct bgtask {
     char name[64];
@@ -24,17 +25,6 @@ struct bgtask {
     bool done, stop, rerun;
     char err[256];
 };
-
-static void deadline_after(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
 
 static void *bgtask_main(void *p)
 {
@@ -66,8 +56,7 @@ static void *bgtask_main(void *p)
                  (long long)t->period_ms);
             snprintf(t->err, sizeof t->err, "%s", now);
         }
-        struct timespec ts;
-        deadline_after(&ts, t->period_ms);
+        struct timespec ts = sync_deadline(t->period_ms);
         while (!t->stop && !t->rerun && pthread_cond_timedwait(&t->cv, &t->mu, &ts) != ETIMEDOUT)
             ;
     }
@@ -85,11 +74,7 @@ pl_status bgtask_start(const char *name, bgtask_fn fn, void *arg, int64_t period
     t->arg = arg;
     t->period_ms = period_ms > 0 ? period_ms : 1000;
     pthread_mutex_init(&t->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sync_cond_init(&t->cv);
     if (pthread_create(&t->thread, NULL, bgtask_main, t) != 0) {
         pthread_cond_destroy(&t->cv);
         pthread_mutex_destroy(&t->mu);

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "subjects.h"
 #include "wire.h"
+#include "sync.h"
 
 struct gws {
     atomic_int refs;
@@ -349,13 +350,7 @@ static void *hub_main(void *arg)
     gws_hub *h = arg;
     pthread_mutex_lock(&h->mu);
     while (!h->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 250 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = sync_deadline(250);
         pthread_cond_timedwait(&h->cv, &h->mu, &ts);
         int64_t now = dmn_now_ms();
         for (gws *s = h->head; s; s = s->next) {
@@ -390,11 +385,7 @@ pl_status gws_hub_create(bus *b, int64_t keepalive_ms, int64_t idle_timeout_ms,
     h->idle_timeout_ms = idle_timeout_ms;
     h->first_wait_ms = first_wait_ms;
     pthread_mutex_init(&h->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sync_cond_init(&h->cv);
     if (pthread_create(&h->thread, NULL, hub_main, h) != 0) {
         free(h);
         return PL_ERRF(PL_ERR, "cannot start the keep-alive thread");
@@ -426,13 +417,7 @@ void gws_hub_stop(gws_hub *h, int64_t wait_ms)
                 pthread_mutex_unlock(&s->mu);
             }
         while (h->count > 0 && dmn_now_ms() < deadline) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = sync_deadline(50);
             pthread_cond_timedwait(&h->cv, &h->mu, &ts);
         }
     }

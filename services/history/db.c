@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "migrations.h"
+#include "sync.h"
 
 #define DB_MAX_POOL 32
 /* An arbitrary constant naming parley's migration lock among advisory locks. */
@@ -42,11 +43,7 @@ pl_status db_pool_create(const char *conninfo, int size, db_pool **out)
     }
     p->size = size < 1 ? 1 : size > DB_MAX_POOL ? DB_MAX_POOL : size;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sync_cond_init(&p->cv);
     *out = p;
     return PL_OK;
 }
@@ -91,14 +88,7 @@ static pl_status connect_slot(db_pool *p, PGconn **out)
 
 pl_status db_acquire(db_pool *p, int64_t wait_ms, PGconn **out)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += wait_ms / 1000;
-    dl.tv_nsec += (wait_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = sync_deadline(wait_ms);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         int empty = -1;

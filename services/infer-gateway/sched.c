@@ -29,6 +29,7 @@
 #include "reqtab.h"
 #include "subjects.h"
 #include "wire.h"
+#include "sync.h"
 
 #define SCHED_TICK_MS    10
 #define SCHED_MAX_MODELS 64
@@ -83,11 +84,7 @@ pl_status sched_create(const sched_cfg *cfg, bus *b, reg_registry *reg, met_regi
     s->b = b;
     s->reg = reg;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sync_cond_init(&s->cv);
     s->f_waiting = met_gauge(mr, "parley_infer_num_requests_waiting",
                              "requests queued in the infer-gateway, per model", model_label);
     s->f_running = met_gauge(mr, "parley_infer_num_requests_running",
@@ -510,13 +507,7 @@ static void *dispatcher_main(void *arg)
         pthread_mutex_lock(&s->mu);
         if (s->stop)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += SCHED_TICK_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = sync_deadline(SCHED_TICK_MS);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
     pthread_mutex_unlock(&s->mu);

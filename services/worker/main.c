@@ -19,6 +19,7 @@
 #include "parley.pb-c.h"
 #include "serve.h"
 #include "subjects.h"
+#include "sync.h"
 
 typedef struct wk_cfg {
     const char *models;
@@ -113,11 +114,7 @@ static void poke_heartbeat(void *arg)
 
 static void wait_ms(wk *w, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + (ms % 1000) * 1000000L;
-    ts.tv_sec += ms / 1000 + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = sync_deadline(ms);
     pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 }
 
@@ -216,11 +213,7 @@ static pl_status wk_start(dmn *d, void *ctx)
     w->m_heartbeats =
         met_counter(dmn_metrics(d), "parley_worker_heartbeats_total", "heartbeats sent", NULL);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sync_cond_init(&w->cv);
     if ((s = bus_subscribe(dmn_bus(d), SUBJ_CANCEL, NULL, on_cancel, w, &w->cancel_sub)) != PL_OK)
         return s;
     if (pthread_create(&w->loader, NULL, loader_main, w) != 0)

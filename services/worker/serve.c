@@ -29,6 +29,7 @@
 #include "tmpl.h"
 #include "tok.h"
 #include "wire.h"
+#include "sync.h"
 
 #define SRV_RECENT      1024 /* remembered finished / cancelled request ids */
 #define SRV_PROGRESS_MS 4000 /* in-progress signal to JetStream while a job runs */
@@ -726,9 +727,7 @@ static void *batch_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&m->mu);
         while (!m->stop && m->n_active == 0 && !m->inbox) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += 1;
+            struct timespec ts = sync_deadline(1000);
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         }
         bool stop = m->stop;
@@ -756,11 +755,7 @@ pl_status srv_model_load(const srv_opts *o, srv_model **out)
     if (m->o.max_batch_tokens <= 0)
         m->o.max_batch_tokens = 256;
     pthread_mutex_init(&m->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&m->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    sync_cond_init(&m->cv);
     *out = m;
 
     eng_model_opts mo = {.chat_template = o->chat_template};

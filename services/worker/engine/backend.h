@@ -37,9 +37,14 @@ typedef enum be_rope_mode {
     BE_ROPE_HALVES = 1,   /* rotate (x[i], x[i + n_rot/2]): NeoX-style (gemma) */
 } be_rope_mode;
 
+/* Angles: theta_i = freq_scale * pos * base^(-2i/n_rot) / freq_factors[i], computed the way
+ * llama.cpp does (base^(-2/n_rot) in float, raised by repeated multiplication, cosf/sinf) so
+ * that positions far into a context rotate identically to the reference implementation. */
 typedef struct be_rope {
-    int n_rot;              /* rotated dims per head, even, ≤ head_dim */
-    const float *inv_freq;  /* [n_rot/2]: theta_i = pos * inv_freq[i] */
+    int n_rot;                 /* rotated dims per head, even, ≤ head_dim */
+    float base;                /* rope.freq_base */
+    float freq_scale;          /* 1 / linear scaling factor */
+    const float *freq_factors; /* [n_rot/2] or NULL */
     be_rope_mode mode;
 } be_rope;
 
@@ -93,7 +98,7 @@ typedef struct be_ops {
     void (*add)(be_backend *b, float *y, const float *x, int64_t n);
     /* g[i] = silu(g[i]) * u[i] for i < n. */
     void (*silu_mul)(be_backend *b, float *g, const float *u, int64_t n);
-    /* Fills the table the rope op reads: cs[t * n_rot + 2i] = cos(pos[t] * inv_freq[i]) and
+    /* Fills the table the rope op reads: cs[t * n_rot + 2i] = cos(theta_i(pos[t])) and
      * cs[t * n_rot + 2i + 1] = sin(...), for t < T (T * n_rot floats). Once per step. */
     void (*rope_table)(be_backend *b, float *cs, const int32_t *pos, int T, const be_rope *r);
     /* Rotates n_heads heads of head_dim in each of T rows (stride ldx) with table cs. */
@@ -130,6 +135,7 @@ void be_cpu_rmsnorm_row_ref(float *y, const float *x, const float *w, int n, flo
 void be_cpu_rmsnorm_row(float *y, const float *x, const float *w, int n, float eps);
 void be_cpu_silu_mul_ref(float *g, const float *u, int64_t n);
 void be_cpu_silu_mul_fast(float *g, const float *u, int64_t n);
+void be_cpu_rope_angles(const be_rope *r, int32_t pos, float *cs); /* n_rot floats: cos, sin */
 void be_cpu_rope_row_ref(float *x, int n_heads, int head_dim, int32_t pos, const be_rope *r);
 /* The fast path of one row, with that row's part of the rope table (n_rot floats). */
 void be_cpu_rope_row(float *x, int n_heads, int head_dim, const float *cs, const be_rope *r);

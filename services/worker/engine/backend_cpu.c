@@ -2,13 +2,13 @@
  * element-wise ops, RoPE, the F16 paged KV store and causal attention, spread over a thread pool.
  *
  * Threading: each op runs on the calling thread plus the pool (tpool_run) and returns when done.
- * Matrix products split the weight rows across threads (each weight row is read once per step
- * whatever the batch size); attention hands out (sequence, head, query chunk) units through an
- * atomic counter, largest first; element-wise ops go parallel only above a size where the
- * fan-out pays (a decode step's 576-wide rows stay on the caller's thread).
- * Memory: all scratch (quantised activations, attention scores) is allocated at creation from the
- * maximum sizes and mapped lazily; ops never allocate. Every SIMD kernel has a scalar reference
- * twin (…_ref) that the tests compare against. Not here: anything model-specific (forward.c). */
+ * Matrix products hand out chunks of weight rows to the threads (each weight row is read once
+ * per step whatever the batch size); attention hands out (sequence, head, query chunk) units
+ * through an atomic counter, largest first; element-wise ops go parallel only above a size where
+ * the fan-out pays (a decode step's 576-wide rows stay on the caller's thread). Memory: all scratch
+ * (quantised activations, attention scores) is allocated at creation from the maximum sizes and
+ * mapped lazily; ops never allocate. Every SIMD kernel has a scalar reference twin (…_ref) that the
+ * tests compare against. Not here: anything model-specific (forward.c). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -20,13 +20,14 @@
 #include "quant.h"
 #include "tpool.h"
 
-#define PAR_MIN_ELEMS 32768 /* below this an element-wise op stays on the calling thread */
-#define MM_ROW_ALIGN 16     /* matmul row ranges per thread start on multiples of this */
-#define ATT_QCHUNK 16       /* at most this many queries per attention work unit */
-#define ATT_MAX_ROWS 64     /* (query, head) rows per attention work unit */
-#define ATT_TILE 64         /* K/V positions converted to F32 at a time */
-#define ATT_MAX_HD 256      /* head sizes above this take the scalar path */
-#define XQ_SLOTS 3          /* distinct activation types one matmul call may need */
+#define PAR_MIN_ELEMS        32768 /* below this an element-wise op stays on the calling thread */
+#define MM_ROW_ALIGN         16    /* matmul row chunks are multiples of this */
+#define MM_CHUNKS_PER_THREAD 4
+#define ATT_QCHUNK           16  /* at most this many queries per attention work unit */
+#define ATT_MAX_ROWS         64  /* (query, head) rows per attention work unit */
+#define ATT_TILE             64  /* K/V positions converted to F32 at a time */
+#define ATT_MAX_HD           256 /* head sizes above this take the scalar path */
+#define XQ_SLOTS             3   /* distinct activation types one matmul call may need */
 
 typedef struct cpu_be {
     be_backend base;
@@ -35,14 +36,15 @@ typedef struct cpu_be {
     int max_tokens;
     int64_t max_cols;
     int max_ctx;
-    size_t xq_cap;            /* bytes per slot */
-    uint8_t *xq[XQ_SLOTS];    /* quantised activations, [max_tokens][row bytes] per slot */
+    size_t xq_cap;             /* bytes per slot */
+    uint8_t *xq[XQ_SLOTS];     /* quantised activations, [max_tokens][row bytes] per slot */
     size_t att_scratch_floats; /* per thread: scores [ATT_MAX_ROWS][max_ctx + 16] + one tile */
     float *att_scratch;        /* [nth][att_scratch_floats] */
-    int32_t *unit_prefix;     /* [max_tokens + 1] attention units before each sequence */
+    int32_t *unit_prefix;      /* [max_tokens + 1] attention units before each sequence */
 } cpu_be;
 
-/* --- memory ------------------------------------------------------------------------------------ */
+/* --- memory ------------------------------------------------------------------------------------
+ */
 
 static void *cpu_alloc(be_backend *b, size_t bytes)
 {
@@ -67,7 +69,8 @@ static void cpu_to_host(be_backend *b, void *dst, const void *src, size_t bytes)
         memcpy(dst, src, bytes);
 }
 
-/* --- helpers ----------------------------------------------------------------------------------- */
+/* --- helpers -----------------------------------------------------------------------------------
+ */
 
 static inline float hsum256(__m256 v)
 {
@@ -95,8 +98,8 @@ static inline __m256 exp256(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -110,14 +113,16 @@ static void run_rows(cpu_be *c, tpool_fn fn, void *arg, long long elems)
         tpool_run(c->tp, fn, arg);
 }
 
-/* --- rmsnorm ------------------------------------------------------------------------------------ */
+/* --- rmsnorm ------------------------------------------------------------------------------------
+ */
 
 void be_cpu_rmsnorm_row_ref(float *y, const float *x, const float *w, int n, float eps)
 {
     double ss = 0;
     for (int i = 0; i < n; i++)
-        ss += (double)x[i] * x[i];
-    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+        ss += (double)(x[i] * x[i]);
+    float mean = (float)(ss / n);
+    float scale = 1.0f / sqrtf(mean + eps);
     for (int i = 0; i < n; i++)
         y[i] = w ? (x[i] * scale) * w[i] : x[i] * scale;
 }
@@ -125,15 +130,21 @@ void be_cpu_rmsnorm_row_ref(float *y, const float *x, const float *w, int n, flo
 void be_cpu_rmsnorm_row(float *y, const float *x, const float *w, int n, float eps)
 {
     int i = 0;
-    __m256 acc = _mm256_setzero_ps();
+    /* Squares rounded to float, summed in double: what llama.cpp does, so the scale matches. */
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
-        acc = _mm256_fmadd_ps(v, v, acc);
+        __m256 sq = _mm256_mul_ps(v, v);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
     }
-    double ss = hsum256(acc);
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(a0, a1));
+    double ss = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
     for (; i < n; i++)
-        ss += (double)x[i] * x[i];
-    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+        ss += (double)(x[i] * x[i]);
+    float mean = (float)(ss / n);
+    float scale = 1.0f / sqrtf(mean + eps);
     __m256 vs = _mm256_set1_ps(scale);
     for (i = 0; i + 8 <= n; i += 8) {
         __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vs);
@@ -171,7 +182,8 @@ static void cpu_rmsnorm(be_backend *b, float *y, int64_t ldy, const float *x, in
     run_rows((cpu_be *)b, norm_run, &j, (long long)T * n);
 }
 
-/* --- add, silu_mul ------------------------------------------------------------------------------ */
+/* --- add, silu_mul ------------------------------------------------------------------------------
+ */
 
 typedef struct ew_job {
     float *y;
@@ -235,16 +247,32 @@ static void cpu_silu_mul(be_backend *b, float *g, const float *u, int64_t n)
     run_rows((cpu_be *)b, silu_run, &j, n);
 }
 
-/* --- rope --------------------------------------------------------------------------------------- */
+/* --- rope ---------------------------------------------------------------------------------------
+ */
+
+void be_cpu_rope_angles(const be_rope *r, int32_t pos, float *cs)
+{
+    const float theta_scale = powf(r->base, -2.0f / (float)r->n_rot);
+    float theta = (float)pos;
+    for (int i = 0; i < r->n_rot / 2; i++) {
+        float ff = r->freq_factors ? r->freq_factors[i] : 1.0f;
+        float th = r->freq_scale * (theta / ff);
+        cs[2 * i] = cosf(th);
+        cs[2 * i + 1] = sinf(th);
+        theta *= theta_scale;
+    }
+}
 
 void be_cpu_rope_row_ref(float *x, int n_heads, int head_dim, int32_t pos, const be_rope *r)
 {
     int half = r->n_rot / 2;
+    float cs[2 * 256];
+    PL_ASSERT(r->n_rot <= 512);
+    be_cpu_rope_angles(r, pos, cs);
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (int64_t)h * head_dim;
         for (int i = 0; i < half; i++) {
-            double th = (double)pos * r->inv_freq[i];
-            float c = (float)cos(th), s = (float)sin(th);
+            float c = cs[2 * i], s = cs[2 * i + 1];
             int a = r->mode == BE_ROPE_ADJACENT ? 2 * i : i;
             int bb = r->mode == BE_ROPE_ADJACENT ? 2 * i + 1 : i + half;
             float x0 = v[a], x1 = v[bb];
@@ -265,9 +293,9 @@ void be_cpu_rope_row(float *x, int n_heads, int head_dim, const float *cs, const
             for (; i + 4 <= half; i += 4) {
                 __m256 xv = _mm256_loadu_ps(v + 2 * i);
                 __m256 t = _mm256_loadu_ps(cs + 2 * i);
-                __m256 c = _mm256_moveldup_ps(t);            /* c c c' c' */
-                __m256 s = _mm256_movehdup_ps(t);            /* s s s' s' */
-                __m256 xs = _mm256_permute_ps(xv, 0xB1);     /* x1 x0 ... */
+                __m256 c = _mm256_moveldup_ps(t);        /* c c c' c' */
+                __m256 s = _mm256_movehdup_ps(t);        /* s s s' s' */
+                __m256 xs = _mm256_permute_ps(xv, 0xB1); /* x1 x0 ... */
                 /* even lanes: x0 c - x1 s; odd lanes: x1 c + x0 s */
                 __m256 res = _mm256_fmaddsub_ps(xv, c, _mm256_mul_ps(xs, s));
                 _mm256_storeu_ps(v + 2 * i, res);
@@ -318,16 +346,9 @@ static void rope_table_run(void *arg, int ith, int nth)
 {
     rope_job *j = arg;
     long long lo, hi;
-    int half = j->r->n_rot / 2;
     tpool_split(j->T, ith, nth, &lo, &hi);
-    for (long long t = lo; t < hi; t++) {
-        float *cs = (float *)j->cs + t * j->r->n_rot;
-        for (int i = 0; i < half; i++) {
-            double th = (double)j->pos[t] * j->r->inv_freq[i];
-            cs[2 * i] = (float)cos(th);
-            cs[2 * i + 1] = (float)sin(th);
-        }
-    }
+    for (long long t = lo; t < hi; t++)
+        be_cpu_rope_angles(j->r, j->pos[t], (float *)j->cs + t * j->r->n_rot);
 }
 
 static void cpu_rope_table(be_backend *b, float *cs, const int32_t *pos, int T, const be_rope *r)
@@ -337,7 +358,8 @@ static void cpu_rope_table(be_backend *b, float *cs, const int32_t *pos, int T, 
     run_rows((cpu_be *)b, rope_table_run, &j, (long long)T * r->n_rot * 16);
 }
 
-/* --- embedding, get_rows ------------------------------------------------------------------------ */
+/* --- embedding, get_rows ------------------------------------------------------------------------
+ */
 
 typedef struct embed_job {
     float *x;
@@ -373,7 +395,8 @@ static void cpu_get_rows(be_backend *b, float *y, const float *x, int64_t n, con
             memmove(y + i * n, x + rows[i] * n, (size_t)n * sizeof *y);
 }
 
-/* --- matmul ------------------------------------------------------------------------------------- */
+/* --- matmul -------------------------------------------------------------------------------------
+ */
 
 typedef struct mm_seg {
     const be_weight *W;
@@ -397,6 +420,9 @@ typedef struct mm_job {
     uint8_t *xq[XQ_SLOTS];
     size_t xs[XQ_SLOTS];
     int64_t cols;
+    /* row hand-out */
+    int64_t chunk_rows;
+    atomic_llong next;
 } mm_job;
 
 static void mm_quant_run(void *arg, int ith, int nth)
@@ -411,33 +437,39 @@ static void mm_quant_run(void *arg, int ith, int nth)
     }
 }
 
+/* Rows are handed out in chunks through an atomic counter rather than split statically, so a
+ * thread that loses its core for a while (other daemons share the machine) does not hold the
+ * whole step back. */
 static void mm_run(void *arg, int ith, int nth)
 {
+    (void)ith;
+    (void)nth;
     mm_job *j = arg;
-    long long lo, hi;
-    long long units = (j->total_rows + MM_ROW_ALIGN - 1) / MM_ROW_ALIGN;
-    tpool_split(units, ith, nth, &lo, &hi);
-    lo *= MM_ROW_ALIGN;
-    hi *= MM_ROW_ALIGN;
-    if (hi > j->total_rows)
-        hi = j->total_rows;
-    for (int s = 0; s < j->n; s++) {
-        const mm_seg *g = &j->seg[s];
-        int64_t r0 = lo - g->row0, r1 = hi - g->row0;
-        if (r0 < 0)
-            r0 = 0;
-        if (r1 > g->W->rows)
-            r1 = g->W->rows;
-        if (r0 >= r1)
-            continue;
-        /* quant.h's driver keeps chunks of activation rows in L2 while the rows stream. */
-        qt_matmul_rows(g->W->type, g->W->data, g->W->cols, g->xq, g->xs, j->T, g->Y, g->ldy, r0,
-                       r1);
+    for (;;) {
+        int64_t k = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        int64_t lo = k * j->chunk_rows, hi = lo + j->chunk_rows;
+        if (lo >= j->total_rows)
+            break;
+        if (hi > j->total_rows)
+            hi = j->total_rows;
+        for (int s = 0; s < j->n; s++) {
+            const mm_seg *g = &j->seg[s];
+            int64_t r0 = lo - g->row0, r1 = hi - g->row0;
+            if (r0 < 0)
+                r0 = 0;
+            if (r1 > g->W->rows)
+                r1 = g->W->rows;
+            if (r0 >= r1)
+                continue;
+            /* quant.h's driver keeps chunks of activation rows in L2 while the rows stream. */
+            qt_matmul_rows(g->W->type, g->W->data, g->W->cols, g->xq, g->xs, j->T, g->Y, g->ldy, r0,
+                           r1);
+        }
     }
 }
 
-static void cpu_matmul(be_backend *b, int n, const be_weight *const *W, const float *X,
-                       int64_t ldx, int T, float *const *Y, const int64_t *ldy)
+static void cpu_matmul(be_backend *b, int n, const be_weight *const *W, const float *X, int64_t ldx,
+                       int T, float *const *Y, const int64_t *ldy)
 {
     cpu_be *c = (cpu_be *)b;
     PL_ASSERT(n >= 1 && n <= 4 && T >= 1 && T <= c->max_tokens && W[0]->cols <= c->max_cols);
@@ -466,13 +498,20 @@ static void cpu_matmul(be_backend *b, int n, const be_weight *const *W, const fl
         j.total_rows += W[i]->rows;
     }
     run_rows(c, mm_quant_run, &j, (long long)T * j.cols * j.n_types / 4);
+    /* About MM_CHUNKS_PER_THREAD chunks per thread, each a multiple of MM_ROW_ALIGN rows. */
+    int64_t per = j.total_rows / ((int64_t)c->nth * MM_CHUNKS_PER_THREAD);
+    j.chunk_rows = (per + MM_ROW_ALIGN - 1) / MM_ROW_ALIGN * MM_ROW_ALIGN;
+    if (j.chunk_rows < MM_ROW_ALIGN)
+        j.chunk_rows = MM_ROW_ALIGN;
+    atomic_init(&j.next, 0);
     if (c->nth == 1)
         mm_run(&j, 0, 1);
     else
         tpool_run(c->tp, mm_run, &j);
 }
 
-/* --- KV store ----------------------------------------------------------------------------------- */
+/* --- KV store -----------------------------------------------------------------------------------
+ */
 
 static inline uint8_t *kv_row(const be_kv_view *kv, const int32_t *blocks, int p, size_t off)
 {
@@ -507,8 +546,20 @@ static void cpu_kv_store(be_backend *b, const be_kv_view *kv, const float *k, co
     }
 }
 
-/* --- attention ---------------------------------------------------------------------------------- */
+/* --- attention ----------------------------------------------------------------------------------
+ */
 
+static inline float f16_round(float x)
+{
+    return qt_f16_to_f32(qt_f32_to_f16(x));
+}
+
+/* The arithmetic follows llama.cpp's CPU attention without flash attention (the reference our
+ * goldens come from): the query is rounded to F16 for the K·q products, scores are scaled after
+ * the dot product, the softmax is taken in float with its sum in double, and the probabilities
+ * are rounded to F16 before they weight the V rows. Each rounding is far below the model's own
+ * noise, but matching them keeps the 8-bit activation quantisation of the next layer from
+ * flipping differently, which is what decides whether two implementations agree to 1e-4. */
 void be_cpu_attn_head_ref(float *out, const float *q, const be_kv_view *kv, const int32_t *blocks,
                           int p_lo, int p_hi, int koff, int head_dim, float scale, float softcap,
                           float *scores)
@@ -518,7 +569,7 @@ void be_cpu_attn_head_ref(float *out, const float *q, const be_kv_view *kv, cons
         const uint16_t *kr = (const uint16_t *)kv_row(kv, blocks, p, kv->k_off) + koff;
         float s = 0;
         for (int d = 0; d < head_dim; d++)
-            s += q[d] * qt_f16_to_f32(kr[d]);
+            s += f16_round(q[d]) * qt_f16_to_f32(kr[d]);
         s *= scale;
         if (softcap > 0)
             s = softcap * tanhf(s / softcap);
@@ -526,22 +577,21 @@ void be_cpu_attn_head_ref(float *out, const float *q, const be_kv_view *kv, cons
         if (s > mx)
             mx = s;
     }
-    float sum = 0;
+    double sum = 0;
     for (int p = p_lo; p < p_hi; p++) {
         float e = expf(scores[p - p_lo] - mx);
         scores[p - p_lo] = e;
         sum += e;
     }
+    float inv = (float)(1.0 / sum);
     for (int d = 0; d < head_dim; d++)
         out[d] = 0;
     for (int p = p_lo; p < p_hi; p++) {
         const uint16_t *vr = (const uint16_t *)kv_row(kv, blocks, p, kv->v_off) + koff;
-        float w = scores[p - p_lo];
+        float w = f16_round(scores[p - p_lo] * inv);
         for (int d = 0; d < head_dim; d++)
             out[d] += w * qt_f16_to_f32(vr[d]);
     }
-    for (int d = 0; d < head_dim; d++)
-        out[d] /= sum;
 }
 
 /* Sums of eight vectors: lane k of the result is the horizontal sum of a[k]. */
@@ -563,8 +613,7 @@ static void load_tile(float *tile, const be_kv_view *kv, const int32_t *blocks, 
         const uint16_t *src = (const uint16_t *)kv_row(kv, blocks, p, off) + koff;
         float *dst = tile + (size_t)(p - p0) * hd;
         for (int d = 0; d < hd; d += 8)
-            _mm256_storeu_ps(dst + d,
-                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + d))));
+            _mm256_storeu_ps(dst + d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + d))));
     }
     int n = p1 - p0, n8 = (n + 7) & ~7;
     memset(tile + (size_t)n * hd, 0, (size_t)(n8 - n) * hd * sizeof(float));
@@ -577,8 +626,7 @@ size_t be_cpu_attn_scratch_floats(int max_ctx)
 
 void be_cpu_attn_rows_fast(float *out, int64_t ldo, const float *q, int64_t ldq,
                            const be_kv_view *kv, const int32_t *blocks, int n_q, int pos0, int g,
-                           int koff, int hd, float scale, float softcap, int window,
-                           float *scratch)
+                           int koff, int hd, float scale, float softcap, int window, float *scratch)
 {
     const int R = n_q * g;
     PL_ASSERT(R >= 1 && R <= ATT_MAX_ROWS);
@@ -609,8 +657,9 @@ void be_cpu_attn_rows_fast(float *out, int64_t ldo, const float *q, int64_t ldq,
             const float *qr = q + t * ldq + h * hd;
             __m256 qv[ATT_MAX_HD / 8];
             __m256 vs = _mm256_set1_ps(scale);
-            for (int i = 0; i < nv; i++)
-                qv[i] = _mm256_mul_ps(_mm256_loadu_ps(qr + 8 * i), vs);
+            for (int i = 0; i < nv; i++) /* q rounded to F16, as the reference does */
+                qv[i] = _mm256_cvtph_ps(
+                    _mm256_cvtps_ph(_mm256_loadu_ps(qr + 8 * i), _MM_FROUND_TO_NEAREST_INT));
             float *sr = S + (size_t)r * ss + (ts - lo_min);
             for (int j0 = 0; j0 < e - ts; j0 += 8) {
                 __m256 a[8];
@@ -621,7 +670,7 @@ void be_cpu_attn_rows_fast(float *out, int64_t ldo, const float *q, int64_t ldq,
                         acc = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(kr + 8 * i), acc);
                     a[k] = acc;
                 }
-                _mm256_storeu_ps(sr + j0, reduce8(a));
+                _mm256_storeu_ps(sr + j0, _mm256_mul_ps(reduce8(a), vs));
             }
         }
     }
@@ -637,20 +686,30 @@ void be_cpu_attn_rows_fast(float *out, int64_t ldo, const float *q, int64_t ldq,
         float mx = -INFINITY;
         for (int k = 0; k < n; k++)
             mx = sr[k] > mx ? sr[k] : mx;
-        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        __m256 vmx = _mm256_set1_ps(mx);
+        __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
         for (; i + 8 <= n; i += 8) {
             __m256 ev = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + i), vmx));
             _mm256_storeu_ps(sr + i, ev);
-            vsum = _mm256_add_ps(vsum, ev);
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(ev)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(ev, 1)));
         }
-        float sum = hsum256(vsum);
+        double lanes[4];
+        _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
+        double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
         for (; i < n; i++) {
             sr[i] = expf(sr[i] - mx);
             sum += sr[i];
         }
-        float inv = 1.0f / sum;
-        for (int k = 0; k < n; k++)
-            sr[k] *= inv;
+        /* Normalised probabilities, rounded to F16 as the reference does. */
+        __m256 vinv = _mm256_set1_ps((float)(1.0 / sum));
+        i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(sr + i, _mm256_cvtph_ps(_mm256_cvtps_ph(
+                                         _mm256_mul_ps(_mm256_loadu_ps(sr + i), vinv),
+                                         _MM_FROUND_TO_NEAREST_INT)));
+        for (; i < n; i++)
+            sr[i] = f16_round(sr[i] * _mm256_cvtss_f32(vinv));
         float *o = out + t * ldo + (r % g) * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
     }
@@ -746,8 +805,15 @@ static void cpu_attention(be_backend *b, float *out, int64_t ldo, const float *q
     cpu_be *c = (cpu_be *)b;
     const int G = p->n_head / p->n_head_kv;
     PL_ASSERT(n_seqs >= 1 && n_seqs <= c->max_tokens && G >= 1 && p->n_head % p->n_head_kv == 0);
-    attn_job j = {.c = c, .out = out, .ldo = ldo, .q = q, .ldq = ldq, .kv = kv, .seqs = seqs,
-                  .n_seqs = n_seqs, .p = p};
+    attn_job j = {.c = c,
+                  .out = out,
+                  .ldo = ldo,
+                  .q = q,
+                  .ldq = ldq,
+                  .kv = kv,
+                  .seqs = seqs,
+                  .n_seqs = n_seqs,
+                  .p = p};
     /* Whole GQA groups share each K/V tile; when that leaves too few units to keep the threads
      * busy (decoding one sequence), split groups into single heads. */
     j.gsz = G <= ATT_MAX_ROWS ? G : 1;
@@ -774,7 +840,8 @@ static void cpu_attention(be_backend *b, float *out, int64_t ldo, const float *q
         tpool_run(c->tp, attn_run, &j);
 }
 
-/* --- lifecycle ---------------------------------------------------------------------------------- */
+/* --- lifecycle ----------------------------------------------------------------------------------
+ */
 
 static void cpu_destroy(be_backend *b)
 {

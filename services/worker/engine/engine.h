@@ -52,8 +52,8 @@ pl_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model
 void eng_model_free(eng_model *m); /* accepts NULL */
 
 typedef struct eng_model_info {
-    const char *arch;         /* "llama"; borrowed from the model */
-    const char *name;         /* general.name or the file's base name; borrowed */
+    const char *arch; /* "llama"; borrowed from the model */
+    const char *name; /* general.name or the file's base name; borrowed */
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     size_t kv_bytes_per_token; /* K+V over all layers at the cache's element type */
     uint64_t file_bytes;
@@ -99,7 +99,7 @@ typedef struct eng_kv_stats {
     size_t total_bytes, free_bytes; /* block storage */
     int32_t block_tokens;           /* tokens per block (16) */
     int32_t total_blocks, free_blocks;
-    int32_t n_seqs;                 /* live sequences */
+    int32_t n_seqs; /* live sequences */
     size_t bytes_per_block;
 } eng_kv_stats;
 void eng_kv_get_stats(const eng_ctx *c, eng_kv_stats *st);

@@ -31,9 +31,9 @@
 
 struct fwd_state {
     eng_ctx *c;
-    int T;                 /* tokens in the step */
-    int n_seqs;            /* items */
-    int n_out;             /* rows that want logits */
+    int T;      /* tokens in the step */
+    int n_seqs; /* items */
+    int n_out;  /* rows that want logits */
 };
 
 struct eng_ctx {
@@ -49,19 +49,20 @@ struct eng_ctx {
     size_t act_bytes[10];
 
     /* per-step host tables */
-    int32_t *tokens;       /* [max_batch_tokens] */
-    int32_t *pos;          /* [max_batch_tokens] */
-    be_attn_seq *seqs;     /* [max_batch_tokens] one per item */
-    int32_t *out_rows;     /* [max_out] */
-    int32_t *item_out;     /* [max_batch_tokens] item -> logits row or -1 */
-    uint32_t *seq_stamp;   /* [max_seqs] step stamp, to catch a sequence twice in a step */
+    int32_t *tokens;     /* [max_batch_tokens] */
+    int32_t *pos;        /* [max_batch_tokens] */
+    be_attn_seq *seqs;   /* [max_batch_tokens] one per item */
+    int32_t *out_rows;   /* [max_out] */
+    int32_t *item_out;   /* [max_batch_tokens] item -> logits row or -1 */
+    uint32_t *seq_stamp; /* [max_seqs] step stamp, to catch a sequence twice in a step */
     uint32_t stamp;
     int max_out;
     int last_items;
     be_rope rope;
 };
 
-/* --- llama ------------------------------------------------------------------------------------- */
+/* --- llama -------------------------------------------------------------------------------------
+ */
 
 pl_status fwd_llama(fwd_state *st)
 {
@@ -74,8 +75,12 @@ pl_status fwd_llama(fwd_state *st)
     const int64_t QD = (int64_t)hp->n_head * hd, KD = (int64_t)hp->n_head_kv * hd;
     int T = st->T;
 
-    be_attn_params ap = {.n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd,
-                         .scale = 1.0f / sqrtf((float)hd), .window = 0, .softcap = 0};
+    be_attn_params ap = {.n_head = hp->n_head,
+                         .n_head_kv = hp->n_head_kv,
+                         .head_dim = hd,
+                         .scale = 1.0f / sqrtf((float)hd),
+                         .window = 0,
+                         .softcap = 0};
 
     o->embed(b, c->x, &m->tok_embd, c->tokens, T);
     o->rope_table(b, c->cs, c->pos, T, &c->rope);
@@ -137,12 +142,13 @@ pl_status fwd_llama(fwd_state *st)
     return PL_OK;
 }
 
-/* --- context ------------------------------------------------------------------------------------ */
+/* --- context ------------------------------------------------------------------------------------
+ */
 
 static float **act_slot(eng_ctx *c, int i)
 {
-    float **slots[10] = {&c->x, &c->xb, &c->q, &c->k, &c->v, &c->att, &c->hb, &c->hb2, &c->cs,
-                         &c->logits};
+    float **slots[10] = {&c->x,   &c->xb, &c->q,   &c->k,  &c->v,
+                         &c->att, &c->hb, &c->hb2, &c->cs, &c->logits};
     return slots[i];
 }
 
@@ -173,7 +179,10 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
         return PL_ERRF(PL_NOMEM, "engine: out of memory");
     c->m = m;
     c->p = p;
-    c->rope = (be_rope){.n_rot = hp->n_rot, .inv_freq = m->rope_inv_freq,
+    c->rope = (be_rope){.n_rot = hp->n_rot,
+                        .base = hp->rope_base,
+                        .freq_scale = hp->rope_freq_scale,
+                        .freq_factors = m->rope_freq_factors,
                         .mode = BE_ROPE_ADJACENT};
     const int64_t T = p.max_batch_tokens, E = hp->n_embd, F = hp->n_ff;
     const int64_t QD = (int64_t)hp->n_head * hp->head_dim;
@@ -187,8 +196,11 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
     if (st != PL_OK)
         goto fail;
 
-    kv_params kp = {.n_layer = hp->n_layer, .kv_dim = (int)KD, .max_seqs = p.max_seqs,
-                    .max_seq_len = p.max_seq_len, .budget_bytes = p.kv_budget_bytes};
+    kv_params kp = {.n_layer = hp->n_layer,
+                    .kv_dim = (int)KD,
+                    .max_seqs = p.max_seqs,
+                    .max_seq_len = p.max_seq_len,
+                    .budget_bytes = p.kv_budget_bytes};
     c->kv_storage_bytes = kv_storage_bytes(&kp);
     if (c->kv_storage_bytes == 0) {
         st = PL_ERRF(PL_INVALID,
@@ -198,15 +210,15 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
     }
     c->kv_storage = c->b->ops->alloc(c->b, c->kv_storage_bytes);
     if (!c->kv_storage) {
-        st = PL_ERRF(PL_NOMEM, "engine: cannot allocate %zu bytes of KV cache",
-                     c->kv_storage_bytes);
+        st =
+            PL_ERRF(PL_NOMEM, "engine: cannot allocate %zu bytes of KV cache", c->kv_storage_bytes);
         goto fail;
     }
     if ((st = kv_create(&kp, c->kv_storage, &c->kv)) != PL_OK)
         goto fail;
 
-    int64_t sizes[10] = {T * E, T * E, T * QD, T * KD, T * KD, T * QD, T * F, T * F,
-                         T * hp->n_rot, (int64_t)c->max_out * hp->n_vocab};
+    int64_t sizes[10] = {T * E,  T * E, T * QD, T * KD,        T * KD,
+                         T * QD, T * F, T * F,  T * hp->n_rot, (int64_t)c->max_out * hp->n_vocab};
     for (int i = 0; i < 10; i++) {
         c->act_bytes[i] = (size_t)(sizes[i] > 0 ? sizes[i] : 1) * sizeof(float);
         *act_slot(c, i) = c->b->ops->alloc(c->b, c->act_bytes[i]);
@@ -300,7 +312,8 @@ void eng_kv_get_stats(const eng_ctx *c, eng_kv_stats *st)
     st->bytes_per_block = ks.block_bytes;
 }
 
-/* --- step --------------------------------------------------------------------------------------- */
+/* --- step ---------------------------------------------------------------------------------------
+ */
 
 static pl_status check_items(eng_ctx *c, const eng_item *items, int n_items, int *T_out)
 {
@@ -366,7 +379,9 @@ pl_status eng_step(eng_ctx *c, const eng_item *items, int n_items)
     for (int i = 0; i < n_items; i++) {
         const eng_item *it = &items[i];
         int32_t len = kv_seq_len(c->kv, it->seq);
-        c->seqs[i] = (be_attn_seq){.q_row0 = row, .n_q = it->n_tokens, .pos0 = len,
+        c->seqs[i] = (be_attn_seq){.q_row0 = row,
+                                   .n_q = it->n_tokens,
+                                   .pos0 = len,
                                    .blocks = kv_seq_blocks(c->kv, it->seq)};
         memcpy(c->tokens + row, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
         for (int32_t t = 0; t < it->n_tokens; t++)

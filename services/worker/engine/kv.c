@@ -24,8 +24,8 @@ struct kv_cache {
     int32_t max_blocks_per_seq;
     int32_t *free_list; /* stack of free block ids */
     int32_t n_free;
-    kv_seq *seqs;       /* [max_seqs] */
-    int32_t *tables;    /* backing for every seq's table */
+    kv_seq *seqs;    /* [max_seqs] */
+    int32_t *tables; /* backing for every seq's table */
     int32_t n_live;
 };
 
@@ -200,8 +200,7 @@ pl_status kv_truncate(kv_cache *kv, int32_t seq, int32_t n)
     if (!s)
         return PL_ERRF(PL_NOT_FOUND, "kv cache: no sequence %d", seq);
     if (n < 0 || n > s->len)
-        return PL_ERRF(PL_INVALID, "sequence %d: cannot truncate %d tokens to %d", seq, s->len,
-                       n);
+        return PL_ERRF(PL_INVALID, "sequence %d: cannot truncate %d tokens to %d", seq, s->len, n);
     s->len = n;
     release_blocks(kv, s, blocks_for(n));
     return PL_OK;

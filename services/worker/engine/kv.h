@@ -27,9 +27,9 @@ typedef struct kv_cache kv_cache;
 
 typedef struct kv_params {
     int n_layer;
-    int kv_dim;         /* n_head_kv * head_dim */
+    int kv_dim; /* n_head_kv * head_dim */
     int max_seqs;
-    int max_seq_len;    /* tokens per sequence */
+    int max_seq_len; /* tokens per sequence */
     size_t budget_bytes;
 } kv_params;
 

@@ -79,7 +79,8 @@ pl_status model_hp_float_or(eng_model *m, const char *suffix, float def, float *
     return PL_OK;
 }
 
-/* --- tensors ----------------------------------------------------------------------------------- */
+/* --- tensors -----------------------------------------------------------------------------------
+ */
 
 static bool extra_dims_are_one(const gguf_tensor *t, uint32_t from)
 {
@@ -104,16 +105,18 @@ pl_status model_weight(eng_model *m, const char *name, int64_t rows, int64_t col
                        "model: tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, "
                        "%lld]",
                        name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
-                       (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
-                       (long long)cols, (long long)rows);
+                       (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (long long)cols,
+                       (long long)rows);
     const qt_traits *tr = qt_get(t->type);
     const qt_traits *act = tr ? qt_get(tr->vec_dot_type) : NULL;
     if (!tr || !tr->dot || !act || !act->quantize)
         return PL_ERRF(PL_UNSUPPORTED, "model: tensor '%s' has type %s, which is not supported",
                        name, gguf_ttype_name(t->type));
     if (cols % tr->block != 0)
-        return PL_ERRF(PL_CORRUPT, "model: tensor '%s': %lld columns is not a multiple of %s's "
-                       "block of %lld", name, (long long)cols, tr->name, (long long)tr->block);
+        return PL_ERRF(PL_CORRUPT,
+                       "model: tensor '%s': %lld columns is not a multiple of %s's "
+                       "block of %lld",
+                       name, (long long)cols, tr->name, (long long)tr->block);
     w->type = t->type;
     w->rows = rows;
     w->cols = cols;
@@ -151,8 +154,8 @@ pl_status model_vector(eng_model *m, const char *name, int64_t n, bool required,
         }
         if (!isfinite(v[i])) {
             free(v);
-            return PL_ERRF(PL_CORRUPT, "model: tensor '%s' holds a non-finite value at %lld",
-                           name, (long long)i);
+            return PL_ERRF(PL_CORRUPT, "model: tensor '%s' holds a non-finite value at %lld", name,
+                           (long long)i);
         }
     }
     *out = v;
@@ -169,8 +172,10 @@ pl_status model_rope_init(eng_model *m)
     hp_key(m, "rope.scaling.type", key, sizeof key);
     if (gguf_get_str(m->gf, key, &type) == PL_OK && type.len > 0 && !gguf_str_eq(type, "none")) {
         if (!gguf_str_eq(type, "linear"))
-            return PL_ERRF(PL_UNSUPPORTED, "model: rope scaling '%.*s' is not supported (only "
-                           "linear)", (int)type.len, type.ptr);
+            return PL_ERRF(PL_UNSUPPORTED,
+                           "model: rope scaling '%.*s' is not supported (only "
+                           "linear)",
+                           (int)type.len, type.ptr);
         float factor = 1.0f;
         pl_status st = model_hp_float_or(m, "rope.scaling.factor", 1.0f, &factor);
         if (st != PL_OK)
@@ -189,27 +194,11 @@ pl_status model_rope_init(eng_model *m)
             hp->rope_freq_scale = 1.0f / lin;
     }
 
-    int half = hp->n_rot / 2;
-    float *factors = NULL;
-    pl_status st = model_vector(m, "rope_freqs.weight", half, false, &factors);
-    if (st != PL_OK)
-        return st;
-    m->rope_inv_freq = malloc((size_t)half * sizeof(float));
-    if (!m->rope_inv_freq) {
-        free(factors);
-        return PL_ERRF(PL_NOMEM, "model: out of memory");
-    }
-    for (int i = 0; i < half; i++) {
-        double f = pow((double)hp->rope_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
-        if (factors)
-            f /= factors[i];
-        m->rope_inv_freq[i] = (float)f;
-    }
-    free(factors);
-    return PL_OK;
+    return model_vector(m, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freq_factors);
 }
 
-/* --- llama --------------------------------------------------------------------------------------- */
+/* --- llama ---------------------------------------------------------------------------------------
+ */
 
 static pl_status load_llama(eng_model *m)
 {
@@ -222,8 +211,8 @@ static pl_status load_llama(eng_model *m)
         (st = model_hp_int(m, "attention.head_count", &hp->n_head)) != PL_OK)
         return st;
     if ((st = model_hp_int_or(m, "attention.head_count_kv", hp->n_head, &hp->n_head_kv)) != PL_OK ||
-        (st = model_hp_int_or(m, "attention.key_length", hp->n_embd / hp->n_head,
-                              &hp->head_dim)) != PL_OK ||
+        (st = model_hp_int_or(m, "attention.key_length", hp->n_embd / hp->n_head, &hp->head_dim)) !=
+            PL_OK ||
         (st = model_hp_int_or(m, "rope.dimension_count", hp->head_dim, &hp->n_rot)) != PL_OK ||
         (st = model_hp_float_or(m, "rope.freq_base", 10000.0f, &hp->rope_base)) != PL_OK ||
         (st = model_hp_float_or(m, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->norm_eps)) !=
@@ -236,8 +225,8 @@ static pl_status load_llama(eng_model *m)
         return PL_ERRF(PL_CORRUPT, "model: %d heads is not a multiple of %d KV heads", hp->n_head,
                        hp->n_head_kv);
     if (hp->n_rot % 2 != 0 || hp->n_rot > hp->head_dim || hp->head_dim % 2 != 0)
-        return PL_ERRF(PL_CORRUPT, "model: rope dimension %d does not fit head size %d",
-                       hp->n_rot, hp->head_dim);
+        return PL_ERRF(PL_CORRUPT, "model: rope dimension %d does not fit head size %d", hp->n_rot,
+                       hp->head_dim);
     if (!(hp->rope_base > 0) || !(hp->norm_eps > 0))
         return PL_ERRF(PL_CORRUPT, "model: rope base %g or norm epsilon %g is not positive",
                        (double)hp->rope_base, (double)hp->norm_eps);
@@ -261,7 +250,7 @@ static pl_status load_llama(eng_model *m)
     for (int l = 0; l < hp->n_layer; l++) {
         model_layer *L = &m->layers[l];
         char n[9][64];
-        static const char *const parts[9] = {"attn_norm", "attn_q", "attn_k",
+        static const char *const parts[9] = {"attn_norm", "attn_q",      "attn_k",
                                              "attn_v",    "attn_output", "ffn_norm",
                                              "ffn_gate",  "ffn_up",      "ffn_down"};
         for (int i = 0; i < 9; i++)
@@ -327,8 +316,7 @@ pl_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model
     }
     gguf_str name;
     if (gguf_get_str(m->gf, "general.name", &name) == PL_OK && name.len > 0) {
-        snprintf(m->name, sizeof m->name, "%.*s", (int)(name.len < 127 ? name.len : 127),
-                 name.ptr);
+        snprintf(m->name, sizeof m->name, "%.*s", (int)(name.len < 127 ? name.len : 127), name.ptr);
     } else {
         const char *base = strrchr(path, '/');
         snprintf(m->name, sizeof m->name, "%s", base ? base + 1 : path);
@@ -383,7 +371,7 @@ void eng_model_free(eng_model *m)
         free(m->layers);
     }
     free(m->output_norm);
-    free(m->rope_inv_freq);
+    free(m->rope_freq_factors);
     tok_destroy(m->tk);
     gguf_close(m->gf);
     free(m);

@@ -29,7 +29,7 @@ typedef struct model_hparams {
     int32_t n_layer;
     int32_t n_ff;
     int32_t n_head, n_head_kv, head_dim;
-    int32_t n_rot;          /* rotated dims per head (≤ head_dim) */
+    int32_t n_rot; /* rotated dims per head (≤ head_dim) */
     float rope_base;
     float rope_freq_scale; /* 1 / linear scaling factor; 1 = none */
     float norm_eps;
@@ -37,15 +37,16 @@ typedef struct model_hparams {
 } model_hparams;
 
 typedef struct model_layer {
-    float *attn_norm;         /* [n_embd] owned F32 */
-    be_weight wq, wk, wv, wo; /* wq (n_head*hd, n_embd), wk/wv (n_head_kv*hd, n_embd), wo (n_embd, n_head*hd) */
-    float *ffn_norm;          /* [n_embd] */
-    be_weight w_gate, w_up;   /* (n_ff, n_embd) */
-    be_weight w_down;         /* (n_embd, n_ff) */
+    float *attn_norm; /* [n_embd] owned F32 */
+    be_weight wq, wk, wv,
+        wo; /* wq (n_head*hd, n_embd), wk/wv (n_head_kv*hd, n_embd), wo (n_embd, n_head*hd) */
+    float *ffn_norm;        /* [n_embd] */
+    be_weight w_gate, w_up; /* (n_ff, n_embd) */
+    be_weight w_down;       /* (n_embd, n_ff) */
     /* Optional (gemma-style); NULL when absent. */
     float *attn_q_norm, *attn_k_norm; /* [head_dim] */
     float *post_attn_norm, *post_ffn_norm;
-    bool sliding;             /* this layer uses the sliding window */
+    bool sliding; /* this layer uses the sliding window */
 } model_layer;
 
 typedef struct eng_model eng_model;
@@ -66,12 +67,12 @@ struct eng_model {
     model_hparams hp;
     char name[128];
 
-    be_weight tok_embd;  /* (n_vocab, n_embd) */
-    be_weight output;    /* (n_vocab, n_embd); equal to tok_embd when tied */
+    be_weight tok_embd; /* (n_vocab, n_embd) */
+    be_weight output;   /* (n_vocab, n_embd); equal to tok_embd when tied */
     bool tied_output;
-    float *output_norm;  /* [n_embd] */
-    float *rope_inv_freq; /* [n_rot/2] owned: base^(-2i/n_rot) * freq_scale / freq_factor[i] */
-    model_layer *layers; /* [n_layer] owned */
+    float *output_norm;       /* [n_embd] */
+    float *rope_freq_factors; /* [n_rot/2] owned, from rope_freqs.weight; NULL when absent */
+    model_layer *layers;      /* [n_layer] owned */
 
     tok *tk;
     tmpl_kind tmpl;
@@ -96,7 +97,7 @@ pl_status model_weight(eng_model *m, const char *name, int64_t rows, int64_t col
 /* Finds a 1-D vector of n values (F32, F16 or BF16) and converts it to a malloc'd F32 array in
  * *out (owned by the model). `required` false: absent → *out = NULL. */
 pl_status model_vector(eng_model *m, const char *name, int64_t n, bool required, float **out);
-/* Reads rope scaling and builds rope_inv_freq (and reads rope_freqs.weight when present). */
+/* Reads rope scaling (hp.rope_freq_scale) and rope_freqs.weight when present. */
 pl_status model_rope_init(eng_model *m);
 
 #endif

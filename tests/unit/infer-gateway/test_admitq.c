@@ -56,7 +56,7 @@ TEST(admitq_paid_before_free)
 TEST(admitq_burst_does_not_starve_others)
 {
     aq_queue *q = aq_create(100);
-    char rid[16];
+    char rid[32];
     for (int i = 0; i < 20; i++) {
         snprintf(rid, sizeof rid, "burst%d", i);
         aq_push(q, job(rid, "greedy", 0, 0));

@@ -1,0 +1,86 @@
+"""bench_engine — `make bench-engine`: parley's inference engine next to llama.cpp, same model,
+same machine, same thread count, in one run.
+
+Both sides use llama-bench's convention: pp512 = one 512-token prefill (tokens/s), tg128 = 128
+single-token decode steps (tokens/s), mean ± sd over 5 runs after a warm-up, random token ids,
+no tokenisation or sampling in the timing. parley also reports batched decode at 1/4/16/64
+sequences (aggregate tokens/s) and its peak RSS. The llama.cpp side is llama-cpp-python built
+from source with native CPU flags (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install --no-binary
+llama-cpp-python llama-cpp-python`); without it the anchor column says so.
+
+    python3 bench/bench_engine.py [--threads N] [--model PATH] [--reps 5]
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import parley_stack as ps  # noqa: E402
+
+
+def parley_bench(build, model, threads, reps):
+    p = subprocess.run([str(build / "bin" / "parley-bench"), "--model", str(model), "--threads",
+                        str(threads), "--reps", str(reps), "--batch", "1,4,16,64"],
+                       capture_output=True, text=True, timeout=3600)
+    if p.returncode != 0:
+        raise SystemExit(f"parley-bench failed: {p.stderr.strip()}")
+    rows = {}
+    for line in p.stdout.splitlines():
+        m = re.match(r"^\|\s*([^|]+?)\s*\|\s*([\d.]+) ± ([\d.]+)", line)
+        if m:
+            rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    rss = re.search(r"peak RSS: .*", p.stdout)
+    return rows, rss.group(0) if rss else "", p.stdout
+
+
+def llama_anchor(model, threads, reps):
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "llama_anchor.py"), "--model",
+                        str(model), "--threads", str(threads), "--reps", str(reps)],
+                       capture_output=True, text=True, timeout=3600)
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"error": (p.stderr or p.stdout).strip()[-300:]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--reps", type=int, default=5)
+    a = ap.parse_args()
+    model = Path(a.model) if a.model else ps.ensure_model()
+    build = ps.default_build_dir()
+    # The anchor runs first and alone, then parley, so neither competes with the other.
+    anchor = llama_anchor(model, a.threads, a.reps)
+    rows, rss, raw = parley_bench(build, model, a.threads, a.reps)
+    print(f"\nbench-engine: {model.name}, {a.threads} threads, {a.reps} runs each")
+    print(f"{'test':<24} {'parley t/s':>18} {'llama.cpp t/s':>18} {'ratio':>7}")
+    for test in ("pp512", "tg128"):
+        ours = rows.get(test)
+        theirs = anchor.get(test)
+        o = f"{ours[0]:8.2f} ± {ours[1]:6.2f}" if ours else "n/a"
+        t = (f"{theirs['mean']:8.2f} ± {theirs['sd']:6.2f}" if theirs else
+             f"n/a ({anchor.get('error', 'missing')[:40]})")
+        ratio = f"{ours[0] / theirs['mean']:6.2f}x" if ours and theirs else ""
+        print(f"{test:<24} {o:>18} {t:>18} {ratio:>7}")
+    single = rows.get("decode x1 (aggregate)")
+    for b in (1, 4, 16, 64):
+        r = rows.get(f"decode x{b} (aggregate)")
+        if r:
+            extra = f"   {r[0] / single[0]:.2f}x single" if single and b > 1 else ""
+            print(f"{'decode x%d aggregate' % b:<24} {r[0]:8.2f} ± {r[1]:6.2f}{extra}")
+    print(rss)
+    if "version" in anchor:
+        print(f"anchor: llama-cpp-python {anchor['version']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
