@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "gateway.h"
 #include "log.h"
+#include "product.h"
 
 static const cfg_opt gw_opts[] = {
     {"http-addr", CFG_STR, offsetof(gw_cfg, http_addr), "127.0.0.1", 0, 0,
@@ -108,13 +109,22 @@ static pl_status gw_start(dmn *d, void *ctx)
                                  "time from request to the end of the response", route_only,
                                  met_latency_buckets, met_latency_buckets_n);
 
-    static http_route routes[] = {
+    static const http_route base[] = {
         {"GET", "/v1/models", oai_models, NULL},
         {"POST", "/v1/chat/completions", oai_chat_completions, NULL},
         {"GET", "/", root_page, NULL},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        routes[i].arg = g;
+    static http_route routes[64];
+    size_t n_routes = 0;
+    const http_route *tables[] = {gw_routes_accounts, gw_routes_convs, base};
+    const size_t counts[] = {gw_n_routes_accounts, gw_n_routes_convs, sizeof base / sizeof base[0]};
+    for (size_t t = 0; t < 3; t++)
+        for (size_t i = 0; i < counts[t]; i++) {
+            if (n_routes == sizeof routes / sizeof routes[0])
+                return PL_ERRF(PL_ERR, "too many routes");
+            routes[n_routes] = tables[t][i];
+            routes[n_routes++].arg = g;
+        }
     http_opts o = {
         .addr = g->cfg.http_addr,
         .port = g->cfg.http_port,
@@ -127,7 +137,7 @@ static pl_status gw_start(dmn *d, void *ctx)
         .tls_cert_pem = g->tls_cert_pem,
         .tls_key_pem = g->tls_key_pem,
         .routes = routes,
-        .n_routes = sizeof routes / sizeof routes[0],
+        .n_routes = n_routes,
         .on_done = on_done,
         .arg = g,
     };

@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "db.h"
 #include "log.h"
+#include "ops.h"
 #include "parley.pb-c.h"
 #include "subjects.h"
 #include "wire.h"
@@ -90,34 +91,69 @@ static void reply(hs *h, bus_msg *m, Parley__V1__HistoryReply *rep)
         LOGW(NULL, "cannot answer a history request: %s", pl_err_last());
 }
 
+static const hs_op *find_op(const char *name)
+{
+    for (size_t i = 0; i < hs_n_ops_accounts; i++)
+        if (strcmp(hs_ops_accounts[i].name, name) == 0)
+            return &hs_ops_accounts[i];
+    for (size_t i = 0; i < hs_n_ops_convs; i++)
+        if (strcmp(hs_ops_convs[i].name, name) == 0)
+            return &hs_ops_convs[i];
+    return NULL;
+}
+
+/* "ping": proves the round trip reaches the database (count = schema version). */
+static pl_status op_ping(hs_env *e, const Parley__V1__HistoryRequest *rq,
+                         Parley__V1__HistoryReply *rp, hs_arena *a)
+{
+    (void)rq;
+    (void)a;
+    int v = db_schema_version(e->db);
+    if (v < 0)
+        return PL_ERRF(PL_UNAVAILABLE, "database unavailable");
+    rp->count = (uint64_t)v;
+    return PL_OK;
+}
+
 static void on_rpc(bus_msg *m, void *arg)
 {
     hs *h = arg;
     Parley__V1__HistoryReply rep = PARLEY__V1__HISTORY_REPLY__INIT;
     Parley__V1__Error err;
+    hs_arena *a = hs_arena_create();
     Parley__V1__HistoryRequest *req =
         (Parley__V1__HistoryRequest *)bus_msg_unpack(m, &parley__v1__history_request__descriptor);
     const char *op = req && req->op ? req->op : "";
-    if (!req) {
-        wire_error_init(&err, PL_INVALID, "history request does not parse");
+    const char *result = "ok";
+    char why[512];
+    if (!req || !a) {
+        wire_error_init(&err, req ? PL_NOMEM : PL_INVALID,
+                        req ? "out of memory" : "history request does not parse");
         rep.error = &err;
-    } else if (strcmp(op, "ping") == 0) {
-        /* Proves the round trip reaches the database: count = schema version. */
-        int v = db_schema_version(h->db);
-        if (v < 0) {
-            wire_error_init(&err, PL_UNAVAILABLE, "database unavailable");
-            rep.error = &err;
-        } else {
-            rep.count = (uint64_t)v;
-        }
+        result = "bad";
     } else {
-        wire_error_init(&err, PL_UNSUPPORTED, "unknown history operation");
-        rep.error = &err;
+        hs_env env = {.db = h->db, .cache = h->cache, .d = h->d};
+        const hs_op *o = find_op(op);
+        hs_op_fn fn = strcmp(op, "ping") == 0 ? op_ping : o ? o->fn : NULL;
+        pl_err_clear();
+        pl_status s = fn ? fn(&env, req, &rep, a)
+                         : PL_ERRF(PL_UNSUPPORTED, "unknown history operation '%s'", op);
+        if (s != PL_OK) {
+            /* Internal details (SQL errors) stay in the log; callers get the class of error. */
+            snprintf(why, sizeof why, "%s", pl_err_last());
+            bool internal = s == PL_DB || s == PL_ERR || s == PL_NOMEM;
+            if (internal)
+                LOGE(req->request_id, "history op %s: %s", op, why);
+            wire_error_init(&err, s, internal ? "storage error" : why);
+            rep.error = &err;
+            result = "error";
+        }
     }
-    met_inc(met_with(h->m_rpc, req ? (rep.error ? "error" : "ok") : "bad", NULL), 1);
+    met_inc(met_with(h->m_rpc, result, NULL), 1);
     reply(h, m, &rep);
     if (req)
         protobuf_c_message_free_unpacked(&req->base, NULL);
+    hs_arena_free(a);
     bus_msg_destroy(m);
 }
 

@@ -1,0 +1,47 @@
+/* product.h — the product API (/api/v1/...): shared pieces used by its route modules.
+ *
+ * Modules: accounts.c (sign-up, log-in/out, sessions, API keys, tiers, quotas, admin) and
+ * convs.c (conversations, turns streamed over SSE, stop, regenerate, edit, branches, shares,
+ * uploads, search). Each exports a route table that main.c appends to the server's routes; the
+ * routes' `arg` is the gateway (gw *). Errors use the same JSON shape as /v1:
+ * {"error":{"message","type","param","code"}}. */
+#ifndef PARLEY_GW_PRODUCT_H
+#define PARLEY_GW_PRODUCT_H
+
+#include <stdbool.h>
+
+#include "gateway.h"
+#include "parley.pb-c.h"
+
+/* The authenticated caller of a request. */
+typedef struct gw_user {
+    char id[64];
+    char email[256];
+    char tier[32];
+    bool is_admin;
+    bool via_api_key;
+} gw_user;
+
+/* Authenticates the request: the session cookie "parley_session", or "Authorization: Bearer"
+ * with a session token or a per-user API key. On failure it has answered 401 and returns false
+ * with the MHD result in *ret. Implemented in accounts.c. */
+bool gw_auth_user(gw *g, http_req *r, gw_user *u, enum MHD_Result *ret);
+
+/* One history RPC with the request's id; on PL_OK *rp is owned by the caller
+ * (protobuf_c_message_free_unpacked). A reply carrying an Error is returned as that error's
+ * status with the message recorded (pl_err_last()), and *rp is freed and NULL. */
+pl_status gw_history(gw *g, const char *request_id, Parley__V1__HistoryRequest *rq,
+                     Parley__V1__HistoryReply **rp);
+
+/* Answers an error status from a backend with the matching HTTP status and message. */
+enum MHD_Result gw_reply_status(http_req *r, pl_status s, const char *message);
+
+/* Adds the caller's remaining quota as headers (X-RateLimit-*) to a response. */
+void gw_quota_headers(struct MHD_Response *resp, const Parley__V1__Quota *q);
+
+extern const http_route gw_routes_accounts[];
+extern const size_t gw_n_routes_accounts;
+extern const http_route gw_routes_convs[];
+extern const size_t gw_n_routes_convs;
+
+#endif

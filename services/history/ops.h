@@ -1,0 +1,54 @@
+/* ops.h — history operations: one function per HistoryRequest.op, grouped in tables by module.
+ *
+ * main.c looks an op up by name in every table and calls it on a libnats thread. An op reads the
+ * request fields it needs, scopes every lookup to rq->user_id (another user's object answers
+ * PL_NOT_FOUND, exactly like a missing one), fills the reply, and returns a status; main.c turns
+ * a non-OK status plus pl_err_last() into the reply's Error. Strings and sub-messages put into
+ * the reply must be allocated from the arena (hs_strdup, hs_alloc), which main.c frees after
+ * the reply is sent. All SQL is parameterised. */
+#ifndef PARLEY_HISTORY_OPS_H
+#define PARLEY_HISTORY_OPS_H
+
+#include <stddef.h>
+
+#include "cache.h"
+#include "daemon.h"
+#include "db.h"
+#include "parley.pb-c.h"
+#include "status.h"
+
+typedef struct hs_arena hs_arena;
+
+typedef struct hs_env {
+    db_pool *db;
+    cache *cache;
+    dmn *d;
+} hs_env;
+
+typedef pl_status (*hs_op_fn)(hs_env *e, const Parley__V1__HistoryRequest *rq,
+                              Parley__V1__HistoryReply *rp, hs_arena *a);
+
+typedef struct hs_op {
+    const char *name;
+    hs_op_fn fn;
+} hs_op;
+
+/* Accounts, sessions, API keys, tiers, quotas, usage, admin (ops_accounts.c). */
+extern const hs_op hs_ops_accounts[];
+extern const size_t hs_n_ops_accounts;
+/* Conversations, messages, branches, shares, uploads, search (ops_convs.c). */
+extern const hs_op hs_ops_convs[];
+extern const size_t hs_n_ops_convs;
+
+/* Arena: everything allocated here is freed together by hs_arena_free. Allocation failure
+ * returns NULL (the op then returns PL_NOMEM). */
+hs_arena *hs_arena_create(void);
+void hs_arena_free(hs_arena *a);             /* accepts NULL */
+void *hs_alloc(hs_arena *a, size_t n);       /* zeroed */
+char *hs_strdup(hs_arena *a, const char *s); /* NULL → "" */
+char *hs_strndup(hs_arena *a, const char *s, size_t n);
+
+/* A fresh id: 32 lowercase hex characters of randomness, in the arena. */
+char *hs_new_id(hs_arena *a);
+
+#endif
