@@ -100,8 +100,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             snprintf(buf, sizeof buf, "%s", v);
             for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && ok;
                  t = strtok_r(NULL, ",", &save)) {
-                ok = o->n_batches < MAX_BATCHES &&
-                     parse_int(t, 1, 4096, &o->batches[o->n_batches]);
+                ok = o->n_batches < MAX_BATCHES && parse_int(t, 1, 4096, &o->batches[o->n_batches]);
                 o->n_batches++;
             }
             if (!strcmp(v, "0"))
@@ -192,8 +191,8 @@ static double run_tg(eng_ctx *c, int n, int32_t n_vocab)
 }
 
 /* One batched run: B sequences with a prefix, then `steps` steps of one token each. */
-static double run_batched(eng_ctx *c, int B, int prompt, int steps, int32_t n_vocab,
-                          int32_t *toks, eng_item *items, int chunk)
+static double run_batched(eng_ctx *c, int B, int prompt, int steps, int32_t n_vocab, int32_t *toks,
+                          eng_item *items, int chunk)
 {
     eng_seq_id seqs[4096];
     int added = 0;
@@ -207,8 +206,8 @@ static double run_batched(eng_ctx *c, int B, int prompt, int steps, int32_t n_vo
         while (b < B && used + prompt <= chunk) {
             for (int i = 0; i < prompt; i++)
                 toks[used + i] = rand_token(n_vocab);
-            items[n_items++] = (eng_item){.seq = seqs[b], .tokens = toks + used,
-                                          .n_tokens = prompt, .want_logits = true};
+            items[n_items++] = (eng_item){
+                .seq = seqs[b], .tokens = toks + used, .n_tokens = prompt, .want_logits = true};
             used += prompt;
             b++;
         }
@@ -219,8 +218,8 @@ static double run_batched(eng_ctx *c, int B, int prompt, int steps, int32_t n_vo
     for (int s = 0; s < steps; s++) {
         for (int b = 0; b < B; b++) {
             toks[b] = rand_token(n_vocab);
-            items[b] = (eng_item){.seq = seqs[b], .tokens = toks + b, .n_tokens = 1,
-                                  .want_logits = true};
+            items[b] =
+                (eng_item){.seq = seqs[b], .tokens = toks + b, .n_tokens = 1, .want_logits = true};
         }
         if (eng_step(c, items, B) != PL_OK)
             goto out;
@@ -361,9 +360,9 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     eng_kv_stats ks;
     eng_kv_get_stats(c, &ks);
-    printf("peak RSS: %.1f MiB (model file %.1f MiB, KV budget %.1f MiB)\n",
+    printf("peak RSS: %.1f MiB (model file %.1f MiB, KV budget %.1f MiB, scratch %.1f MiB)\n",
            (double)ru.ru_maxrss / 1024.0, (double)info.file_bytes / 1048576.0,
-           (double)ks.total_bytes / 1048576.0);
+           (double)ks.total_bytes / 1048576.0, (double)eng_ctx_scratch_bytes(c) / 1048576.0);
     rc = 0;
 done:
     eng_ctx_free(c);

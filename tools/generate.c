@@ -278,10 +278,10 @@ int main(int argc, char **argv)
     /* Prefill in chunks of max_batch_tokens. */
     double t0 = now_s();
     for (int64_t off = 0; off < n_prompt; off += cp.max_batch_tokens) {
-        int32_t n = (int32_t)(n_prompt - off < cp.max_batch_tokens ? n_prompt - off
-                                                                    : cp.max_batch_tokens);
-        eng_item it = {.seq = seq, .tokens = ids + off, .n_tokens = n,
-                       .want_logits = off + n == n_prompt};
+        int32_t n =
+            (int32_t)(n_prompt - off < cp.max_batch_tokens ? n_prompt - off : cp.max_batch_tokens);
+        eng_item it = {
+            .seq = seq, .tokens = ids + off, .n_tokens = n, .want_logits = off + n == n_prompt};
         if (eng_step(c, &it, 1) != PL_OK) {
             fprintf(stderr, "parley-generate: %s\n", pl_err_last());
             goto done;

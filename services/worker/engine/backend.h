@@ -84,6 +84,8 @@ typedef struct be_ops {
     void (*free)(be_backend *b, void *p, size_t bytes);
     /* Copies bytes from backend memory to host memory. */
     void (*to_host)(be_backend *b, void *dst, const void *src, size_t bytes);
+    /* Bytes of scratch the backend itself holds (mapped; touched as used). */
+    size_t (*scratch_bytes)(const be_backend *b);
 
     /* For i < n: Y_i[t][r] = sum_c X[t][c] * W_i[r][c] for t < T, r < W_i->rows, with row strides
      * ldx and ldy[i]. All W_i share cols. X is quantised once per distinct activation type.
@@ -139,8 +141,9 @@ void be_cpu_rope_angles(const be_rope *r, int32_t pos, float *cs); /* n_rot floa
 void be_cpu_rope_row_ref(float *x, int n_heads, int head_dim, int32_t pos, const be_rope *r);
 /* The fast path of one row, with that row's part of the rope table (n_rot floats). */
 void be_cpu_rope_row(float *x, int n_heads, int head_dim, const float *cs, const be_rope *r);
-/* Attention for one query row and one head over n positions of a paged cache (K/V F16 rows at
- * kv dimension offset `koff`), writing head_dim outputs; `scores` holds n floats of scratch. */
+/* Attention for one query row and one head over positions [p_lo, p_hi) of a paged cache (K/V
+ * F16 rows at kv dimension offset `koff`), writing head_dim outputs; `scores` holds p_hi - p_lo
+ * floats of scratch. The reference for be_cpu_attn_rows_fast. */
 void be_cpu_attn_head_ref(float *out, const float *q, const be_kv_view *kv, const int32_t *blocks,
                           int p_lo, int p_hi, int koff, int head_dim, float scale, float softcap,
                           float *scores);

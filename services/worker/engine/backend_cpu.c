@@ -3,12 +3,23 @@
  *
  * Threading: each op runs on the calling thread plus the pool (tpool_run) and returns when done.
  * Matrix products hand out chunks of weight rows to the threads (each weight row is read once
- * per step whatever the batch size); attention hands out (sequence, head, query chunk) units
- * through an atomic counter, largest first; element-wise ops go parallel only above a size where
- * the fan-out pays (a decode step's 576-wide rows stay on the caller's thread). Memory: all scratch
- * (quantised activations, attention scores) is allocated at creation from the maximum sizes and
- * mapped lazily; ops never allocate. Every SIMD kernel has a scalar reference twin (…_ref) that the
- * tests compare against. Not here: anything model-specific (forward.c). */
+ * per step whatever the batch size); attention hands out units of (sequence, kv-head group or
+ * single head, up to 16 queries) through an atomic counter, largest first; element-wise ops go
+ * parallel only above a size where the fan-out pays (a decode step's 576-wide rows stay on the
+ * caller's thread). Every result is a function of its own row only, so a sequence's logits are
+ * bit-identical whatever it is batched with, however its prompt is chunked and on any number of
+ * threads.
+ *
+ * Arithmetic: where a choice is free, it follows llama.cpp's CPU path (RMS-norm sums of squares
+ * in double, rope angles by repeated float multiplication, F16 rounding of the query and of the
+ * attention probabilities): on SmolLM2 the 8-bit activation quantisation turns one-ulp
+ * differences into visible logit noise, so agreeing on the cheap roundings keeps us closer to
+ * the reference (see tests/unit/engine/test_engine.c for the measured noise).
+ *
+ * Memory: all scratch (quantised activations, attention scores and K/V tiles) is allocated at
+ * creation from the maximum sizes and mapped lazily; ops never allocate. Every SIMD kernel has a
+ * scalar reference twin (…_ref) that the tests compare against. Not here: anything
+ * model-specific (forward.c). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -67,6 +78,13 @@ static void cpu_to_host(be_backend *b, void *dst, const void *src, size_t bytes)
     (void)b;
     if (dst != src)
         memcpy(dst, src, bytes);
+}
+
+static size_t cpu_scratch_bytes(const be_backend *b)
+{
+    const cpu_be *c = (const cpu_be *)b;
+    return XQ_SLOTS * c->xq_cap + (size_t)c->nth * c->att_scratch_floats * sizeof(float) +
+           ((size_t)c->max_tokens + 1) * sizeof(int32_t);
 }
 
 /* --- helpers -----------------------------------------------------------------------------------
@@ -862,6 +880,7 @@ static const be_ops CPU_OPS = {
     .alloc = cpu_alloc,
     .free = cpu_free,
     .to_host = cpu_to_host,
+    .scratch_bytes = cpu_scratch_bytes,
     .matmul = cpu_matmul,
     .rmsnorm = cpu_rmsnorm,
     .add = cpu_add,

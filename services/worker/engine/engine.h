@@ -83,6 +83,10 @@ void eng_ctx_free(eng_ctx *c); /* accepts NULL */
 
 /* The effective parameters (defaults filled in). */
 void eng_ctx_get_params(const eng_ctx *c, eng_ctx_params *p);
+/* Bytes of scratch (activations, quantised inputs, attention buffers, logits) the context
+ * reserved besides the KV budget; mapped lazily, so resident memory is at most this. About
+ * 38 MiB for SmolLM2 with the defaults (512 batch tokens, 64 sequences). */
+size_t eng_ctx_scratch_bytes(const eng_ctx *c);
 
 /* Starts an empty sequence. PL_OVERLOADED when max_seqs are live. */
 pl_status eng_seq_add(eng_ctx *c, eng_seq_id *out);

@@ -269,6 +269,14 @@ void eng_ctx_get_params(const eng_ctx *c, eng_ctx_params *p)
     *p = c->p;
 }
 
+size_t eng_ctx_scratch_bytes(const eng_ctx *c)
+{
+    size_t n = c->b->ops->scratch_bytes(c->b);
+    for (int i = 0; i < 10; i++)
+        n += c->act_bytes[i];
+    return n;
+}
+
 pl_status eng_seq_add(eng_ctx *c, eng_seq_id *out)
 {
     return kv_seq_add(c->kv, out);

@@ -173,8 +173,7 @@ pl_status model_rope_init(eng_model *m)
     if (gguf_get_str(m->gf, key, &type) == PL_OK && type.len > 0 && !gguf_str_eq(type, "none")) {
         if (!gguf_str_eq(type, "linear"))
             return PL_ERRF(PL_UNSUPPORTED,
-                           "model: rope scaling '%.*s' is not supported (only "
-                           "linear)",
+                           "model: rope scaling '%.*s' is not supported (only linear)",
                            (int)type.len, type.ptr);
         float factor = 1.0f;
         pl_status st = model_hp_float_or(m, "rope.scaling.factor", 1.0f, &factor);
@@ -194,7 +193,15 @@ pl_status model_rope_init(eng_model *m)
             hp->rope_freq_scale = 1.0f / lin;
     }
 
-    return model_vector(m, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freq_factors);
+    pl_status st =
+        model_vector(m, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freq_factors);
+    for (int i = 0; st == PL_OK && m->rope_freq_factors && i < hp->n_rot / 2; i++)
+        if (!(m->rope_freq_factors[i] > 0))
+            st = PL_ERRF(PL_CORRUPT,
+                         "model: tensor 'rope_freqs.weight' holds %g at %d (must be "
+                         "positive)",
+                         (double)m->rope_freq_factors[i], i);
+    return st;
 }
 
 /* --- llama ---------------------------------------------------------------------------------------

@@ -6,8 +6,14 @@
  *
  * The naive reference uses quant.h's scalar references for weight·activation dot products (the
  * activation quantised the same way), so it differs from the engine only by summation order,
- * vectorised exp, and the like: NMSE of the logits must be < 1e-5. A bug in RoPE, attention,
- * the paged cache or the FFN gives NMSE ≥ 1e-2. */
+ * vectorised exp and the like. Those differences are tiny, but each matmul input is quantised
+ * to 8 bits, and a value that sits next to a rounding boundary flips by one step; SmolLM2 has
+ * large activation outliers, so one flip moves a projection by up to ~0.5% and the flips
+ * compound over 30 layers: the logits of two correct implementations differ by NMSE ~1e-4 to
+ * 1e-3 (measured: 3e-8..1e-3 here). So the bound is 5e-3; RoPE on the wrong pairs gives
+ * 1e-2..6e-2 here, and larger errors for bugs in attention, the paged cache or the FFN. Exactness
+ * is checked where it holds: batching, chunking and thread count must not change the engine's own
+ * logits at all. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -117,8 +123,8 @@ TEST(engine_kv_blocks_budget_and_free)
 
 TEST(engine_kv_rejects_budget_below_one_block)
 {
-    kv_params p = {.n_layer = 30, .kv_dim = 192, .max_seqs = 1, .max_seq_len = 10,
-                   .budget_bytes = 1000};
+    kv_params p = {
+        .n_layer = 30, .kv_dim = 192, .max_seqs = 1, .max_seq_len = 10, .budget_bytes = 1000};
     kv_cache *kv = (kv_cache *)1;
     char buf[16];
     CHECK_EQ_INT(kv_create(&p, buf, &kv), PL_INVALID);
@@ -148,45 +154,63 @@ TEST(engine_kernels_match_references)
     CHECK(nmse(g1, g0, N) < 1e-12);
     CHECK(isfinite(g1[0]) && fabsf(g1[0]) < 1e-30f);
 
-    /* RoPE: table-driven fast row vs direct reference, both modes, positions up to 8000. */
-    float inv[32];
-    for (int i = 0; i < 32; i++)
-        inv[i] = (float)pow(100000.0, -2.0 * i / 64);
+    /* RoPE: table-driven fast row vs the reference row, both modes, positions up to 8000. */
     for (int mode = 0; mode < 2; mode++) {
-        be_rope r = {.n_rot = 64, .inv_freq = inv, .mode = (be_rope_mode)mode};
+        be_rope r = {
+            .n_rot = 64, .base = 100000.0f, .freq_scale = 1.0f, .mode = (be_rope_mode)mode};
         int32_t pos[3] = {0, 17, 7999};
         for (int k = 0; k < 3; k++) {
             float a[3 * 64], b[3 * 64], cs[64];
             for (int i = 0; i < 3 * 64; i++)
                 a[i] = b[i] = tunit();
-            for (int i = 0; i < 32; i++) {
-                cs[2 * i] = (float)cos((double)pos[k] * inv[i]);
-                cs[2 * i + 1] = (float)sin((double)pos[k] * inv[i]);
-            }
+            be_cpu_rope_angles(&r, pos[k], cs);
             be_cpu_rope_row_ref(a, 3, 64, pos[k], &r);
             be_cpu_rope_row(b, 3, 64, cs, &r);
             CHECK(nmse(b, a, 3 * 64) < 1e-12);
         }
     }
-    /* Adjacent-pair convention: at pos 1 with inv_freq[0] = 1, (1, 0) rotates to (cos 1, sin 1). */
+    /* The angles: theta_i = pos * base^(-2i/n_rot) * freq_scale / factor_i. */
     {
-        be_rope r = {.n_rot = 64, .inv_freq = inv, .mode = BE_ROPE_ADJACENT};
+        float ff[32], cs[64];
+        for (int i = 0; i < 32; i++)
+            ff[i] = i == 5 ? 4.0f : 1.0f;
+        be_rope r = {.n_rot = 64, .base = 10000.0f, .freq_scale = 0.5f, .freq_factors = ff};
+        be_cpu_rope_angles(&r, 300, cs);
+        for (int i = 0; i < 32; i++) {
+            double th = 300.0 * pow(10000.0, -2.0 * i / 64) * 0.5 / ff[i];
+            CHECK_NEAR(cs[2 * i], cos(th), 2e-4);
+            CHECK_NEAR(cs[2 * i + 1], sin(th), 2e-4);
+        }
+    }
+    /* Adjacent-pair convention: at pos 1, dims (0, 1) rotate by theta_0 = 1: (1, 0) becomes
+     * (cos 1, sin 1); in halves mode the pair is (0, 32). */
+    {
+        be_rope r = {.n_rot = 64, .base = 10000.0f, .freq_scale = 1.0f, .mode = BE_ROPE_ADJACENT};
         float v[64] = {1, 0};
         be_cpu_rope_row_ref(v, 1, 64, 1, &r);
         CHECK_NEAR(v[0], cos(1.0), 1e-6);
         CHECK_NEAR(v[1], sin(1.0), 1e-6);
+        r.mode = BE_ROPE_HALVES;
+        float hv[64] = {1, 0};
+        be_cpu_rope_row_ref(hv, 1, 64, 1, &r);
+        CHECK_NEAR(hv[0], cos(1.0), 1e-6);
+        CHECK_NEAR(hv[32], sin(1.0), 1e-6);
+        CHECK_NEAR(hv[1], 0.0, 1e-6);
     }
 }
 
 TEST(engine_attention_fast_matches_reference)
 {
-    enum { HD = 64, KVD = 128, NPOS = 70 };
-    /* Three blocks in scrambled order. */
-    int32_t blocks[5] = {3, 0, 4, 1, 2};
+    enum { HD = 64, KVH = 2, KVD = KVH * HD, NPOS = 150, NB = 10 };
+    /* Blocks in scrambled order. */
+    int32_t blocks[NB] = {3, 0, 9, 4, 1, 7, 2, 8, 5, 6};
     size_t stride = 2 * BE_KV_BLOCK * KVD * 2;
-    uint8_t *base = calloc(5, stride);
-    be_kv_view kv = {.base = base, .block_stride = stride, .k_off = 0,
-                     .v_off = BE_KV_BLOCK * KVD * 2, .kv_dim = KVD};
+    uint8_t *base = calloc(NB, stride);
+    be_kv_view kv = {.base = base,
+                     .block_stride = stride,
+                     .k_off = 0,
+                     .v_off = BE_KV_BLOCK * KVD * 2,
+                     .kv_dim = KVD};
     for (int p = 0; p < NPOS; p++) {
         uint16_t *k = (uint16_t *)(base + blocks[p / 16] * stride + (p % 16) * KVD * 2);
         uint16_t *v = (uint16_t *)((uint8_t *)k + kv.v_off);
@@ -195,27 +219,51 @@ TEST(engine_attention_fast_matches_reference)
             v[d] = qt_f32_to_f16(tunit());
         }
     }
-    float q[HD], o0[HD], o1[HD], sc[NPOS];
-    for (int d = 0; d < HD; d++)
-        q[d] = tunit() * 3;
-    int ranges[3][2] = {{0, 1}, {0, NPOS}, {20, 53}};
-    for (int r = 0; r < 3; r++) {
-        for (int softcap = 0; softcap < 2; softcap++) {
-            be_cpu_attn_head_ref(o0, q, &kv, blocks, ranges[r][0], ranges[r][1], HD, HD, 0.125f,
-                                 softcap ? 5.0f : 0, sc);
-            be_cpu_attn_head_fast(o1, q, &kv, blocks, ranges[r][0], ranges[r][1], HD, HD,
-                                  0.125f, softcap ? 5.0f : 0, sc);
-            CHECK(nmse(o1, o0, HD) < 1e-10);
+    /* Queries: up to 16 tokens x 4 heads, row stride 4 * HD. */
+    enum { LDQ = 4 * HD };
+    float *q = malloc(sizeof(float) * 16 * LDQ), *o0 = malloc(sizeof(float) * 16 * LDQ),
+          *o1 = malloc(sizeof(float) * 16 * LDQ);
+    float *scratch = malloc(sizeof(float) * be_cpu_attn_scratch_floats(NPOS));
+    for (int i = 0; i < 16 * LDQ; i++)
+        q[i] = tunit() * 3;
+    struct {
+        int n_q, pos0, g, window;
+        float softcap;
+    } cases[] = {{1, 0, 1, 0, 0},    {1, 0, 3, 0, 0},     {5, 60, 3, 0, 0},   {5, 60, 3, 20, 0},
+                 {16, 134, 4, 0, 0}, {7, 40, 2, 0, 5.0f}, {3, 100, 4, 33, 0}, {1, 149, 1, 0, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n_q = cases[c].n_q, pos0 = cases[c].pos0, g = cases[c].g, w = cases[c].window;
+        for (int kvh = 0; kvh < KVH; kvh++) {
+            be_cpu_attn_rows_fast(o1, LDQ, q, LDQ, &kv, blocks, n_q, pos0, g, kvh * HD, HD, 0.125f,
+                                  cases[c].softcap, w, scratch);
+            double worst = 0;
+            for (int t = 0; t < n_q; t++)
+                for (int h = 0; h < g; h++) {
+                    int pos = pos0 + t, lo = w > 0 && pos + 1 > w ? pos + 1 - w : 0;
+                    be_cpu_attn_head_ref(o0 + t * LDQ + h * HD, q + t * LDQ + h * HD, &kv, blocks,
+                                         lo, pos + 1, kvh * HD, HD, 0.125f, cases[c].softcap,
+                                         scratch);
+                    double e = nmse(o1 + t * LDQ + h * HD, o0 + t * LDQ + h * HD, HD);
+                    worst = e > worst ? e : worst;
+                }
+            /* Both round probabilities to F16; exp256 and expf differ in the last bit, which
+             * now and then moves a probability across an F16 rounding boundary (a 5e-4
+             * relative step): hence 1e-6 rather than float noise. */
+            if (!(worst < 1e-6))
+                th_fail(__FILE__, __LINE__, "case %zu kv head %d: nmse %g", c, kvh, worst);
+            th_checked();
         }
     }
     /* One position: the output is that position's V row. */
-    be_cpu_attn_head_fast(o1, q, &kv, blocks, 5, 6, 0, HD, 0.125f, 0, sc);
-    const uint16_t *v5 = (const uint16_t *)(base + blocks[0] * stride + kv.v_off + 5 * KVD * 2);
-    CHECK_NEAR(o1[7], qt_f16_to_f32(v5[7]), 1e-6);
+    be_cpu_attn_rows_fast(o1, LDQ, q, LDQ, &kv, blocks, 1, 0, 1, HD, HD, 0.125f, 0, 0, scratch);
+    const uint16_t *v0 = (const uint16_t *)(base + blocks[0] * stride + kv.v_off);
+    CHECK_NEAR(o1[7], qt_f16_to_f32(v0[HD + 7]), 1e-6);
+    free(q), free(o0), free(o1), free(scratch);
     free(base);
 }
 
-/* --- synthetic GGUF files ---------------------------------------------------------------------- */
+/* --- synthetic GGUF files ----------------------------------------------------------------------
+ */
 
 typedef struct gbuf {
     uint8_t *p;
@@ -268,17 +316,17 @@ typedef struct syn_tensor {
     uint64_t ne0, ne1;
 } syn_tensor;
 
-/* A tiny llama: E=32, 1 layer, 2 heads, 1 kv head, ff 64, vocab 260 (bytes + 4 specials), all
- * F32. `skip` names a tensor to leave out, `bad` one to give a wrong shape. */
+/* A tiny llama: E=32, 1 layer, 2 heads, 1 kv head, ff 64, vocab 260 (256 bytes, "ab", 3 specials),
+ * all F32. `skip` names a tensor to leave out, `bad` one to give a wrong shape. */
 static char *write_tiny_llama(const char *skip, const char *bad)
 {
     enum { E = 32, F = 64, V = 260, L = 1, HD = 16, KD = 16 };
     syn_tensor ts[32];
     int nt = 0;
-    const char *names2[] = {"token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight",
-                            "blk.0.attn_v.weight", "blk.0.attn_output.weight",
-                            "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight",
-                            "blk.0.ffn_down.weight"};
+    const char *names2[] = {"token_embd.weight",        "blk.0.attn_q.weight",
+                            "blk.0.attn_k.weight",      "blk.0.attn_v.weight",
+                            "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
+                            "blk.0.ffn_up.weight",      "blk.0.ffn_down.weight"};
     uint64_t shp[][2] = {{E, V}, {E, E}, {E, KD}, {E, KD}, {E, E}, {E, F}, {E, F}, {F, E}};
     for (int i = 0; i < 8; i++) {
         if (skip && !strcmp(skip, names2[i]))
@@ -344,16 +392,16 @@ static char *write_tiny_llama(const char *skip, const char *bad)
         s[k] = 0;
         gstr(&b, s);
     }
+    gstr(&b, "ab");
     gstr(&b, "<|endoftext|>");
     gstr(&b, "<|im_start|>");
     gstr(&b, "<|im_end|>");
-    gstr(&b, "<pad>");
     gstr(&b, "tokenizer.ggml.merges");
     gu32(&b, GGUF_ARRAY);
     gu32(&b, GGUF_STRING);
     gu64(&b, 1);
     gstr(&b, "a b");
-    gkv_u32(&b, "tokenizer.ggml.eos_token_id", 258);
+    gkv_u32(&b, "tokenizer.ggml.eos_token_id", 257);
 
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
@@ -437,8 +485,11 @@ TEST(engine_tiny_model_steps)
     CHECK(m->output.data == m->tok_embd.data);
 
     /* Budget for 2 blocks, sequences up to 40 tokens. */
-    eng_ctx_params cp = {.kv_budget_bytes = 2 * kv_block_bytes(1, 16), .max_seqs = 3,
-                         .n_threads = 2, .max_batch_tokens = 32, .max_seq_len = 40};
+    eng_ctx_params cp = {.kv_budget_bytes = 2 * kv_block_bytes(1, 16),
+                         .max_seqs = 3,
+                         .n_threads = 2,
+                         .max_batch_tokens = 32,
+                         .max_seq_len = 40};
     eng_ctx *c = NULL;
     CHECK_EQ_INT(eng_ctx_create(m, &cp, &c), PL_OK);
     if (!c) {
@@ -493,7 +544,8 @@ TEST(engine_tiny_model_steps)
     CHECK_EQ_INT(ks.free_blocks, 2);
     int chunks[3] = {7, 1, 12}, off = 0;
     for (int k = 0; k < 3; k++) {
-        eng_item it = {.seq = b, .tokens = toks + off, .n_tokens = chunks[k], .want_logits = k == 2};
+        eng_item it = {
+            .seq = b, .tokens = toks + off, .n_tokens = chunks[k], .want_logits = k == 2};
         CHECK_EQ_INT(eng_step(c, &it, 1), PL_OK);
         CHECK((eng_logits(c, 0) != NULL) == (k == 2));
         off += chunks[k];
@@ -504,7 +556,8 @@ TEST(engine_tiny_model_steps)
     eng_model_free(m);
 }
 
-/* --- the real model ------------------------------------------------------------------------------ */
+/* --- the real model ------------------------------------------------------------------------------
+ */
 
 static eng_model *load_smol(void)
 {
@@ -540,8 +593,8 @@ static void ref_forward(const eng_model *m, const int32_t *toks, int n, const bo
                         float *out)
 {
     const model_hparams *hp = &m->hp;
-    const int E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, H = hp->n_head,
-              HK = hp->n_head_kv, QD = H * hd, KD = HK * hd, V = hp->n_vocab;
+    const int E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, H = hp->n_head, HK = hp->n_head_kv,
+              QD = H * hd, KD = HK * hd, V = hp->n_vocab;
     float *x = malloc(sizeof(float) * E), *xb = malloc(sizeof(float) * E),
           *q = malloc(sizeof(float) * QD), *att = malloc(sizeof(float) * QD),
           *hb = malloc(sizeof(float) * F), *hb2 = malloc(sizeof(float) * F),
@@ -551,8 +604,8 @@ static void ref_forward(const eng_model *m, const int32_t *toks, int n, const bo
     void *xq = malloc((size_t)F * 4 + 64);
     for (int t = 0; t < n; t++) {
         size_t rs = qt_row_size(m->tok_embd.type, E);
-        qt_get(m->tok_embd.type)->dequant_ref((const uint8_t *)m->tok_embd.data + toks[t] * rs,
-                                              x, E);
+        qt_get(m->tok_embd.type)
+            ->dequant_ref((const uint8_t *)m->tok_embd.data + toks[t] * rs, x, E);
         for (int l = 0; l < hp->n_layer; l++) {
             const model_layer *L = &m->layers[l];
             float *kt = kc + ((size_t)l * n + t) * KD, *vt = vc + ((size_t)l * n + t) * KD;
@@ -629,17 +682,11 @@ TEST(engine_smollm2_matches_naive_reference)
         toks[i] = (int32_t)((i * 7919 + 13) % V);
     bool want[24] = {0};
     want[0] = want[16] = want[N - 1] = true;
-    if (getenv("ENG_LAYERS"))
-        m->hp.n_layer = atoi(getenv("ENG_LAYERS"));
     float *ref = calloc((size_t)N * V, sizeof(float));
     ref_forward(m, toks, N, want, ref);
 
-    if (getenv("ENG_SCALAR"))
-        qt_force_scalar(true);
-    if (getenv("ENG_LAYERS"))
-        m->hp.n_layer = atoi(getenv("ENG_LAYERS"));
-    eng_ctx_params cp = {.kv_budget_bytes = 4 << 20, .max_seqs = 4, .n_threads = 2,
-                         .max_batch_tokens = 64};
+    eng_ctx_params cp = {
+        .kv_budget_bytes = 4 << 20, .max_seqs = 4, .n_threads = 2, .max_batch_tokens = 64};
     eng_ctx *c = NULL;
     CHECK_EQ_INT(eng_ctx_create(m, &cp, &c), PL_OK);
     if (c) {
@@ -656,11 +703,403 @@ TEST(engine_smollm2_matches_naive_reference)
         CHECK_EQ_INT(eng_step(c, &it, 1), PL_OK);
         double eN = nmse(eng_logits(c, 0), ref + (size_t)(N - 1) * V, V);
         printf("  nmse vs reference: pos 0 %.3g, pos 16 %.3g, pos %d %.3g\n", e0, e16, N - 1, eN);
-        CHECK(e0 < 1e-5);
-        CHECK(e16 < 1e-5);
-        CHECK(eN < 1e-5);
+        CHECK(e0 < 5e-3);
+        CHECK(e16 < 5e-3);
+        CHECK(eN < 5e-3);
         eng_ctx_free(c);
     }
     free(ref);
+    eng_model_free(m);
+}
+
+/* Runs `steps` over a fresh context: each step is a list of (sequence index, first token index,
+ * count) items over the token arrays; records every item's logits in order into out. */
+typedef struct inv_item {
+    int seq, off, n;
+} inv_item;
+
+static int run_schedule(eng_model *m, int n_threads, const int32_t *const *toks,
+                        const inv_item *items, const int *step_sizes, int n_steps, float *out)
+{
+    const int V = m->hp.n_vocab;
+    eng_ctx_params cp = {
+        .kv_budget_bytes = 8 << 20, .max_seqs = 4, .n_threads = n_threads, .max_batch_tokens = 64};
+    eng_ctx *c = NULL;
+    if (eng_ctx_create(m, &cp, &c) != PL_OK)
+        return -1;
+    eng_seq_id ids[3];
+    for (int s = 0; s < 3; s++)
+        eng_seq_add(c, &ids[s]);
+    int k = 0, n_out = 0;
+    for (int st = 0; st < n_steps; st++) {
+        eng_item its[8];
+        for (int i = 0; i < step_sizes[st]; i++, k++)
+            its[i] = (eng_item){.seq = ids[items[k].seq],
+                                .tokens = toks[items[k].seq] + items[k].off,
+                                .n_tokens = items[k].n,
+                                .want_logits = true};
+        if (eng_step(c, its, step_sizes[st]) != PL_OK) {
+            eng_ctx_free(c);
+            return -1;
+        }
+        for (int i = 0; i < step_sizes[st]; i++)
+            memcpy(out + (size_t)n_out++ * V, eng_logits(c, i), (size_t)V * sizeof(float));
+    }
+    eng_ctx_free(c);
+    return n_out;
+}
+
+/* The same tokens give bit-identical logits whether a sequence runs alone or batched with
+ * others, prefilled at once or in chunks, on one thread or two. */
+TEST(engine_smollm2_batching_is_exact)
+{
+    eng_model *m = load_smol();
+    if (!m)
+        SKIP("model file " SMOL_PATH " absent");
+    const int V = m->hp.n_vocab;
+    int32_t a[40], b[40], d[40];
+    for (int i = 0; i < 40; i++) {
+        a[i] = (int32_t)((i * 104729 + 7) % V);
+        b[i] = (int32_t)((i * 7727 + 3) % V);
+        d[i] = (int32_t)((i * 31 + 1000) % V);
+    }
+    const int32_t *toks[3] = {a, b, d};
+    /* Alone: a as 20 then 1,1,1; b as 7 then 1,1,1; d as 33 then 1. */
+    inv_item alone[] = {{0, 0, 20}, {0, 20, 1}, {0, 21, 1}, {0, 22, 1}, {1, 0, 7},
+                        {1, 7, 1},  {1, 8, 1},  {1, 9, 1},  {2, 0, 33}, {2, 33, 1}};
+    int alone_steps[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    /* Batched: a's prefill split 13 + 7 and mixed with b's prefill and d's chunks. */
+    inv_item mixed[] = {{2, 0, 16}, {0, 0, 13}, {1, 0, 7},   /* step 0 */
+                        {0, 13, 7}, {1, 7, 1},  {2, 16, 17}, /* step 1 */
+                        {1, 8, 1},  {0, 20, 1}, {2, 33, 1},  /* step 2 */
+                        {0, 21, 1}, {1, 9, 1},               /* step 3 */
+                        {0, 22, 1}};                         /* step 4 */
+    int mixed_steps[] = {3, 3, 3, 2, 1};
+    float *ra = malloc(sizeof(float) * (size_t)V * 10),
+          *rb = malloc(sizeof(float) * (size_t)V * 12);
+    int na = run_schedule(m, 1, toks, alone, alone_steps, 10, ra);
+    int nb = run_schedule(m, 2, toks, mixed, mixed_steps, 5, rb);
+    CHECK_EQ_INT(na, 10);
+    CHECK_EQ_INT(nb, 12);
+    if (na == 10 && nb == 12) {
+        /* (mixed index, alone index) pairs with the same history */
+        int pairs[][2] = {{3, 0}, {7, 1}, {9, 2},  {11, 3}, {2, 4},
+                          {4, 5}, {6, 6}, {10, 7}, {5, 8},  {8, 9}};
+        for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+            const float *x = rb + (size_t)pairs[i][0] * V, *y = ra + (size_t)pairs[i][1] * V;
+            if (memcmp(x, y, sizeof(float) * (size_t)V) != 0)
+                th_fail(__FILE__, __LINE__, "mixed item %d differs from alone item %d (nmse %g)",
+                        pairs[i][0], pairs[i][1], nmse(x, y, V));
+            th_checked();
+        }
+    }
+    free(ra);
+    free(rb);
+    eng_model_free(m);
+}
+
+/* --- llama.cpp golden outputs -------------------------------------------------------------------
+ */
+
+#define GOLDEN_DIR "tests/golden/smollm2"
+
+/* Whole file as a NUL-terminated string (malloc'd), or NULL. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s)
+        s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+/* In one JSON line [line, end): the numbers of the array under "key" (at most cap); returns
+ * the count, or -1 when the key is absent. Good enough for the files make_golden.py writes. */
+static int json_numbers(const char *line, const char *end, const char *key, double *out, int cap)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p || p >= end)
+        return -1;
+    p += strlen(pat);
+    while (*p == ' ')
+        p++;
+    if (*p != '[') { /* a single number */
+        if (cap > 0)
+            out[0] = strtod(p, NULL);
+        return 1;
+    }
+    p++;
+    int n = 0;
+    while (p < end && *p != ']') {
+        char *q;
+        double v = strtod(p, &q);
+        if (q == p)
+            break;
+        if (n < cap)
+            out[n] = v;
+        n++;
+        p = q;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
+    return n;
+}
+
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Decodes the base64 string under "key" into out (cap bytes); returns bytes written or -1. */
+static long json_b64(const char *line, const char *end, const char *key, uint8_t *out, long cap)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": \"", key);
+    const char *p = strstr(line, pat);
+    if (!p || p >= end)
+        return -1;
+    p += strlen(pat);
+    long n = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (; p < end && *p != '"'; p++) {
+        int v = b64val(*p);
+        if (v < 0)
+            continue; /* padding */
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n < cap)
+                out[n] = (uint8_t)(acc >> bits);
+            n++;
+        }
+    }
+    return n;
+}
+
+typedef struct golden_prompt {
+    int n_prompt, n_gen;
+    int32_t prompt[2048], gen[128];
+    double gap[128];
+} golden_prompt;
+
+typedef struct golden_logits {
+    int prompt, step;
+    float *logits;
+} golden_logits;
+
+/* The engine against llama.cpp on 25 chat prompts, with the reference's tokens forced at every
+ * step (so every step is compared, not only those before a first divergence).
+ *
+ * The bars come from measured noise, not from hope. Each matmul input is quantised to 8 bits and
+ * SmolLM2's activation outliers make that quantisation chaotic: a one-ulp difference anywhere
+ * flips a few quants, and the flips compound over 30 layers. Measured NMSE of the logits at the
+ * 20 recorded (prompt, step) points: llama.cpp against itself, prompt prefilled at once vs token
+ * by token: mean 1.3e-3, max 5.2e-3 (1.1e-4 .. 1.6e-3 right after the prompt); llama.cpp
+ * against an exact-arithmetic F32 reference after the prompt: 5e-5 .. 2.5e-3; this engine
+ * against llama.cpp: mean 1.8e-3, max 6.1e-3 (2e-4 .. 1.1e-3 after the prompt); per-logit sd of
+ * the difference 0.13 .. 0.25 (logit rms ~8). A bar of 1e-4 would fail llama.cpp against its own
+ * output, so: every vector < 2e-2 and the mean < 4e-3 (rotating RoPE halves instead of adjacent
+ * pairs gives 4e-2 .. 22, mean 6.8). Greedy: our argmax must equal the reference's wherever the
+ * reference's top-2 gap is ≥ 0.75 (three times the per-logit noise), and near-tie flips stay under
+ * 3% of steps. */
+TEST(engine_smollm2_matches_llama_cpp_goldens)
+{
+    char *greedy = slurp(GOLDEN_DIR "/greedy.jsonl");
+    char *logits = slurp(GOLDEN_DIR "/logits.jsonl");
+    eng_model *m = greedy && logits ? load_smol() : NULL;
+    if (!m) {
+        free(greedy);
+        free(logits);
+        SKIP("model file or goldens (" GOLDEN_DIR ", run from the repository root) absent");
+    }
+    const int V = m->hp.n_vocab;
+
+    /* Logits entries. */
+    golden_logits gl[64];
+    int n_gl = 0;
+    for (char *line = logits; *line && n_gl < 64;) {
+        char *end = strchr(line, '\n');
+        if (!end)
+            end = line + strlen(line);
+        double pi, st;
+        if (json_numbers(line, end, "prompt_index", &pi, 1) == 1 &&
+            json_numbers(line, end, "step", &st, 1) == 1) {
+            gl[n_gl].prompt = (int)pi;
+            gl[n_gl].step = (int)st;
+            gl[n_gl].logits = malloc(sizeof(float) * (size_t)V);
+            long nb = json_b64(line, end, "logits_f32_b64", (uint8_t *)gl[n_gl].logits,
+                               (long)sizeof(float) * V);
+            CHECK_EQ_INT(nb, (long)sizeof(float) * V);
+            n_gl++;
+        }
+        line = *end ? end + 1 : end;
+    }
+    CHECK(n_gl > 0);
+
+    /* Prompts. */
+    enum { MAXP = 32 };
+    golden_prompt *gp = calloc(MAXP, sizeof *gp);
+    double *tmp = malloc(sizeof(double) * 4096);
+    int n_prompts = 0;
+    for (char *line = greedy; *line && n_prompts < MAXP;) {
+        char *end = strchr(line, '\n');
+        if (!end)
+            end = line + strlen(line);
+        golden_prompt *g = &gp[n_prompts];
+        g->n_prompt = json_numbers(line, end, "prompt_ids", tmp, 2048);
+        for (int i = 0; i < g->n_prompt && i < 2048; i++)
+            g->prompt[i] = (int32_t)tmp[i];
+        g->n_gen = json_numbers(line, end, "gen_ids", tmp, 128);
+        for (int i = 0; i < g->n_gen && i < 128; i++)
+            g->gen[i] = (int32_t)tmp[i];
+        int n_gap = json_numbers(line, end, "top2_gap", g->gap, 128);
+        line = *end ? end + 1 : end;
+        if (g->n_prompt <= 0 || g->n_prompt > 512 || g->n_gen <= 0 || g->n_gen > 128 ||
+            n_gap != g->n_gen) {
+            th_fail(__FILE__, __LINE__, "greedy.jsonl line %d does not parse", n_prompts + 1);
+            break;
+        }
+        n_prompts++;
+    }
+
+    /* All prompts run as one batch of sequences (which also exercises batching against the
+     * reference): prefills packed into steps of up to 512 tokens, then one decode step per
+     * generated token with the reference's token forced. */
+    eng_ctx_params cp = {
+        .kv_budget_bytes = 64 << 20, .max_seqs = MAXP, .n_threads = 2, .max_batch_tokens = 512};
+    eng_ctx *c = NULL;
+    CHECK_EQ_INT(eng_ctx_create(m, &cp, &c), PL_OK);
+    eng_seq_id seq[MAXP];
+    int n_steps = 0, n_noise = 0, n_bad = 0, n_logits = 0;
+    double worst_nmse = 0, sum_nmse = 0;
+    for (int p = 0; c && p < n_prompts; p++)
+        CHECK_EQ_INT(eng_seq_add(c, &seq[p]), PL_OK);
+    eng_item items[MAXP];
+    int item_prompt[MAXP];
+    /* step_of[p]: which generated step the logits of p's next item decide. */
+    for (int round = -1, next = 0; c && round < 128; round++) {
+        int n_items = 0, used = 0;
+        if (round < 0) { /* prefill: as many prompts as fit, repeated until all are in */
+            if (next >= n_prompts) {
+                continue;
+            }
+            while (next < n_prompts && used + gp[next].n_prompt <= 512) {
+                items[n_items] = (eng_item){.seq = seq[next],
+                                            .tokens = gp[next].prompt,
+                                            .n_tokens = gp[next].n_prompt,
+                                            .want_logits = true};
+                used += gp[next].n_prompt;
+                item_prompt[n_items++] = next++;
+            }
+            if (next < n_prompts)
+                round--; /* stay in the prefill round */
+        } else {
+            for (int p = 0; p < n_prompts; p++) {
+                if (round + 1 < gp[p].n_gen) {
+                    items[n_items] = (eng_item){.seq = seq[p],
+                                                .tokens = &gp[p].gen[round],
+                                                .n_tokens = 1,
+                                                .want_logits = true};
+                    item_prompt[n_items++] = p;
+                }
+            }
+        }
+        if (n_items == 0)
+            break;
+        if (eng_step(c, items, n_items) != PL_OK) {
+            th_fail(__FILE__, __LINE__, "step: %s", pl_err_last());
+            break;
+        }
+        int k = round < 0 ? 0 : round + 1; /* the generated step these logits decide */
+        for (int i = 0; i < n_items; i++) {
+            int p = item_prompt[i];
+            const golden_prompt *g = &gp[p];
+            const float *l = eng_logits(c, i);
+            int best = 0;
+            for (int t = 1; t < V; t++)
+                if (l[t] > l[best])
+                    best = t;
+            n_steps++;
+            if (best != g->gen[k]) {
+                if (g->gap[k] < 0.75) {
+                    n_noise++;
+                } else {
+                    n_bad++;
+                    printf("  prompt %d step %d: ours %d (%.4f), llama.cpp %d (%.4f here; "
+                           "its gap %.4f)\n",
+                           p, k, best, l[best], g->gen[k], l[g->gen[k]], g->gap[k]);
+                }
+            }
+            for (int e = 0; e < n_gl; e++) {
+                if (gl[e].prompt == p && gl[e].step == k) {
+                    double x = nmse(l, gl[e].logits, V);
+                    worst_nmse = x > worst_nmse ? x : worst_nmse;
+                    sum_nmse += x;
+                    n_logits++;
+                    if (!(x < 2e-2))
+                        th_fail(__FILE__, __LINE__, "prompt %d step %d: logits nmse %g", p, k, x);
+                    th_checked();
+                }
+            }
+        }
+    }
+    printf("  %d prompts, %d steps: %d argmax differences at near-ties (gap < 0.75), %d "
+           "elsewhere; %d logit vectors, nmse mean %.3g, worst %.3g\n",
+           n_prompts, n_steps, n_noise, n_bad, n_logits, n_logits ? sum_nmse / n_logits : 0.0,
+           worst_nmse);
+    CHECK_EQ_INT(n_bad, 0);
+    CHECK(n_noise * 100 < n_steps * 3);
+    CHECK(n_logits > 0 && sum_nmse / n_logits < 4e-3);
+    CHECK_EQ_INT(n_logits, n_gl);
+    CHECK(n_prompts >= 20);
+    for (int e = 0; e < n_gl; e++)
+        free(gl[e].logits);
+    free(gp);
+    free(tmp);
+    free(greedy);
+    free(logits);
+    eng_ctx_free(c);
+    eng_model_free(m);
+}
+
+/* The default context for SmolLM2 stays within the 64 MiB scratch allowance. */
+TEST(engine_smollm2_scratch_within_budget)
+{
+    eng_model *m = load_smol();
+    if (!m)
+        SKIP("model file " SMOL_PATH " absent");
+    eng_ctx *c = NULL;
+    CHECK_EQ_INT(eng_ctx_create(m, NULL, &c), PL_OK);
+    if (c) {
+        size_t n = eng_ctx_scratch_bytes(c);
+        printf("  scratch %.1f MiB\n", (double)n / 1048576.0);
+        CHECK(n > 0 && n <= (size_t)64 << 20);
+        eng_ctx_params p;
+        eng_ctx_get_params(c, &p);
+        CHECK_EQ_INT(p.max_batch_tokens, 512);
+        CHECK_EQ_INT(p.max_seqs, 64);
+        CHECK_EQ_INT(p.max_seq_len, 8192);
+    }
+    eng_ctx_free(c);
     eng_model_free(m);
 }
