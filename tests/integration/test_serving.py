@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -354,3 +355,26 @@ def test_metrics_use_operator_names(serving):
     assert metric(serving, "infer-gateway", "parley_infer_workers") >= 1
     assert "parley_infer_num_requests_waiting" in ps.http_request(
         serving["infer-gateway"].admin_url("/metrics")).text
+
+
+def test_worker_is_not_ready_until_its_models_load(serving, workdir):
+    r = ps.http_request(serving["worker"].admin_url("/readyz"))
+    checks = {c["name"]: c for c in r.json()["checks"]}
+    assert checks["models"]["ok"] is True
+    bad = workdir / "not-a-model.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    port = ps.free_ports(1)[0]
+    proc = subprocess.Popen([str(serving.build / "bin" / "parley-worker"), "--nats-url",
+                             serving.nats_url, "--admin-port", str(port), "--models",
+                             f"broken={bad}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def status():
+            x = ps.http_request(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            return x and x.status == 503 and any(
+                c["name"] == "models" and not c["ok"] and c["detail"] for c in x.json()["checks"])
+        ps.wait_until(status, 15, what="the broken worker to report not ready with a reason")
+        assert "broken" not in [m["id"] for m in serving.gateway("/v1/models").json()["data"]]
+    finally:
+        proc.terminate()
+        proc.wait(15)
