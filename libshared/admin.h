@@ -20,6 +20,6 @@ typedef int (*adm_handler)(const char *path, char **body, const char **content_t
  * naming the address when the port is in use. *out owned by the caller. */
 pl_status adm_start(const char *addr, int port, adm_handler h, void *arg, adm_server **out);
 int adm_port(const adm_server *s);
-void adm_stop(adm_server *s);  /* accepts NULL */
+void adm_stop(adm_server *s); /* accepts NULL */
 
 #endif

@@ -22,7 +22,8 @@
  * they must retry any stream/consumer setup that races a server restart.
  *
  * What it does not do: no logging of connection state (the owner's on_state decides), no
- * retries of failed requests, no asynchronous JetStream publish, no push consumers. */
+ * retries of failed requests, no asynchronous JetStream publish, no push consumers other than
+ * the ordered replay (bus_js_subscribe_ordered). */
 #include "bus.h"
 
 #include <errno.h>
@@ -766,6 +767,43 @@ static pl_status pull_subject(bus *b, const char *stream, const char *durable, c
         *subj = strdup(">");
     jsStreamInfo_Destroy(si);
     return *subj ? PL_OK : PL_ERRF(PL_NOMEM, "out of memory");
+}
+
+pl_status bus_js_subscribe_ordered(bus *b, const char *stream, const char *subject,
+                                   uint64_t start_seq, bus_handler h, void *arg, bus_sub **out)
+{
+    *out = NULL;
+    bus_sub *s = calloc(1, sizeof *s);
+    if (!s)
+        return PL_ERRF(PL_NOMEM, "replay of %s: out of memory", subject);
+    s->h = h;
+    s->arg = arg;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream; /* bound by name: no look-up of the stream by subject */
+    so.Ordered = true;
+    if (start_seq > 0) {
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = start_seq;
+    } else {
+        so.Config.DeliverPolicy = js_DeliverAll;
+    }
+    jsErrCode jerr = 0;
+    natsStatus ns = js_Subscribe(&s->sub, b->js, subject, on_sub_msg, s, NULL, &so, &jerr);
+    if (ns == NATS_OK)
+        ns = natsSubscription_SetOnCompleteCB(s->sub, on_sub_complete, s);
+    if (ns != NATS_OK) {
+        pl_status st = BUS_FAIL(ns, jerr, "replay of %s from stream %s", subject, stream);
+        if (s->sub)
+            natsSubscription_Unsubscribe(s->sub);
+        sub_free(s);
+        return st;
+    }
+    *out = s;
+    return PL_OK;
 }
 
 pl_status bus_pull_create(bus *b, const char *stream, const char *durable,

@@ -123,6 +123,15 @@ pl_status bus_js_publish(bus *b, const char *subject, const void *data, size_t l
 pl_status bus_js_publish_pb(bus *b, const char *subject, const ProtobufCMessage *m,
                             const char *msg_id, int64_t timeout_ms);
 
+/* An ordered replay of one subject of a stream: every message of `stream` on `subject` still
+ * stored from stream sequence `start_seq` (0 = the first one), in order and without gaps or
+ * duplicates, then the live ones as they arrive (an ephemeral ordered push consumer, which
+ * libnats re-creates by itself after a gap). The handler runs on the subscription's delivery
+ * thread and owns each message (bus_msg_destroy; nothing to ack). Free with bus_unsubscribe,
+ * which also deletes the consumer. PL_NOT_FOUND when the stream does not exist. */
+pl_status bus_js_subscribe_ordered(bus *b, const char *stream, const char *subject,
+                                   uint64_t start_seq, bus_handler h, void *arg, bus_sub **out);
+
 /* Binds a pull subscription to an existing durable consumer. *out owned by the caller
  * (bus_pull_destroy). */
 pl_status bus_pull_create(bus *b, const char *stream, const char *durable,

@@ -22,24 +22,25 @@ typedef enum cfg_type {
     CFG_BOOL,     /* bool                   */
     CFG_DOUBLE,   /* double, within [min, max] */
     CFG_PORT,     /* int, 0..65535          */
-    CFG_DURATION, /* int64_t milliseconds; accepts "250ms", "15s", "2m", "1h" or a bare number of ms */
+    CFG_DURATION, /* int64_t milliseconds; accepts "250ms", "15s", "2m", "1h" or a bare number of ms
+                   */
     CFG_BYTES,    /* uint64_t; accepts "512", "64K", "64KiB", "256M", "2G" (powers of 1024) */
 } cfg_type;
 
 typedef struct cfg_opt {
-    const char *name;  /* long flag name without "--" */
+    const char *name; /* long flag name without "--" */
     cfg_type type;
-    size_t offset;     /* offsetof(config struct, field) */
-    const char *def;   /* default, as text; NULL = empty string / zero */
-    double min, max;   /* bounds for INT / DOUBLE / DURATION / BYTES; both 0 = unbounded */
+    size_t offset;   /* offsetof(config struct, field) */
+    const char *def; /* default, as text; NULL = empty string / zero */
+    double min, max; /* bounds for INT / DOUBLE / DURATION / BYTES; both 0 = unbounded */
     const char *help;
 } cfg_opt;
 
 typedef enum cfg_result {
-    CFG_RUN = 0,   /* parsed, go on */
-    CFG_HELP,      /* --help given: caller prints cfg_usage() and exits 0 */
-    CFG_VERSION,   /* --version given: caller prints the version and exits 0 */
-    CFG_BAD,       /* invalid: err holds "option --port: 70000 is out of range 0..65535" */
+    CFG_RUN = 0, /* parsed, go on */
+    CFG_HELP,    /* --help given: caller prints cfg_usage() and exits 0 */
+    CFG_VERSION, /* --version given: caller prints the version and exits 0 */
+    CFG_BAD,     /* invalid: err holds "option --port: 70000 is out of range 0..65535" */
 } cfg_result;
 
 /* Parses argv (and the environment) against `n_tables` option tables, each writing into its own

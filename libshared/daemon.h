@@ -34,27 +34,27 @@ typedef struct dmn_common {
     int admin_port;
     const char *log_level;
     int64_t drain_timeout_ms;
-    const char *instance_id;  /* default: <service>-<hostname>-<pid> */
+    const char *instance_id; /* default: <service>-<hostname>-<pid> */
 } dmn_common;
 
 typedef struct dmn dmn;
 
 /* One readiness check, reported by /readyz. */
 typedef struct dmn_check {
-    const char *name;  /* "postgres" */
+    const char *name; /* "postgres" */
     bool ok;
-    char detail[160];  /* why not, when !ok */
+    char detail[160]; /* why not, when !ok */
 } dmn_check;
 
 #define DMN_MAX_CHECKS 8
 
 typedef struct dmn_spec {
-    const char *name;        /* "gateway": service name in logs, binary "parley-gateway" */
-    const char *summary;     /* one line for --help */
-    const cfg_opt *opts;     /* the daemon's own options (may be NULL) */
+    const char *name;    /* "gateway": service name in logs, binary "parley-gateway" */
+    const char *summary; /* one line for --help */
+    const cfg_opt *opts; /* the daemon's own options (may be NULL) */
     size_t n_opts;
-    void *cfg;               /* struct the options write into */
-    void *ctx;               /* the daemon's context, passed to every callback */
+    void *cfg; /* struct the options write into */
+    void *ctx; /* the daemon's context, passed to every callback */
     /* Connects to the daemon's own dependencies, subscribes, starts threads. Failing here ends
      * the process with status 1 (after spec->stop). Dependencies that are merely down are not
      * failures: report them through `ready` and recover when they return. */

@@ -39,14 +39,14 @@ met_family *met_histogram(met_registry *r, const char *name, const char *help,
 /* The child for these label values (as many as the family has labels; none for unlabelled
  * families). Creates it on first use. NULL only when out of memory or the count of values is
  * wrong. The child is owned by the family. */
-met_child *met_with(met_family *f, ...);  /* values are const char *, then NULL */
+met_child *met_with(met_family *f, ...); /* values are const char *, then NULL */
 met_child *met_withv(met_family *f, const char *const *values, size_t n);
 
-void met_inc(met_child *c, double v);   /* counters and gauges; counters ignore v < 0 */
-void met_set(met_child *c, double v);   /* gauges */
-void met_observe(met_child *c, double v);  /* histograms */
-double met_value(const met_child *c);   /* counter / gauge value, or histogram sum */
-unsigned long long met_count(const met_child *c);  /* histogram sample count */
+void met_inc(met_child *c, double v);             /* counters and gauges; counters ignore v < 0 */
+void met_set(met_child *c, double v);             /* gauges */
+void met_observe(met_child *c, double v);         /* histograms */
+double met_value(const met_child *c);             /* counter / gauge value, or histogram sum */
+unsigned long long met_count(const met_child *c); /* histogram sample count */
 
 /* Shorthands for unlabelled families (the family's single child). NULL-safe. */
 void met_family_inc(met_family *f, double v);

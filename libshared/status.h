@@ -12,25 +12,25 @@
 
 typedef enum pl_status {
     PL_OK = 0,
-    PL_ERR,             /* internal error: a bug or an unexpected library failure */
+    PL_ERR, /* internal error: a bug or an unexpected library failure */
     PL_NOMEM,
-    PL_INVALID,         /* bad input or argument */
+    PL_INVALID, /* bad input or argument */
     PL_NOT_FOUND,
     PL_TIMEOUT,
-    PL_IO,              /* file or socket I/O */
-    PL_BUS,             /* NATS or JetStream failure */
-    PL_DB,              /* PostgreSQL or Redis failure */
-    PL_UNAVAILABLE,     /* a dependency is down or no worker serves the model */
-    PL_OVERLOADED,      /* a bounded queue is full */
+    PL_IO,          /* file or socket I/O */
+    PL_BUS,         /* NATS or JetStream failure */
+    PL_DB,          /* PostgreSQL or Redis failure */
+    PL_UNAVAILABLE, /* a dependency is down or no worker serves the model */
+    PL_OVERLOADED,  /* a bounded queue is full */
     PL_CANCELLED,
     PL_EXISTS,
     PL_PERMISSION,
     PL_UNAUTHENTICATED,
     PL_TOO_LARGE,
     PL_UNSUPPORTED,
-    PL_CORRUPT,         /* a file or message that does not parse */
+    PL_CORRUPT, /* a file or message that does not parse */
     PL_RATE_LIMITED,
-    PL_AGAIN,           /* nothing to do now: try later (streaming) */
+    PL_AGAIN, /* nothing to do now: try later (streaming) */
     PL_STATUS_COUNT
 } pl_status;
 
@@ -50,12 +50,12 @@ void pl_err_clear(void);
 
 /* An always-on assertion: prints file:line and the expression to stderr, then aborts. For
  * invariants only, never for input validation. */
-#define PL_ASSERT(cond)                                                                         \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);        \
-            abort();                                                                            \
-        }                                                                                       \
+#define PL_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);           \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #endif

@@ -27,29 +27,38 @@
 /* Request-reply to safety (queue group QUEUE_SAFETY): SafetyCheckRequest → SafetyCheckReply. */
 #define SUBJ_SAFETY_CHECK "parley.v1.safety.check"
 
-#define QUEUE_INFER "infer-gateway"
+#define QUEUE_INFER   "infer-gateway"
 #define QUEUE_HISTORY "history"
-#define QUEUE_CHAT "chat"
-#define QUEUE_SAFETY "safety"
+#define QUEUE_CHAT    "chat"
+#define QUEUE_SAFETY  "safety"
 
 /* --- JetStream --------------------------------------------------------------------------- */
 /* Work queue of InferRequest per model: SUBJ_JOBS_PREFIX + model (model names are sanitised to
  * NATS tokens by subj_token()). Workers of a model share one durable pull consumer,
  * CONSUMER_JOBS_PREFIX + token. */
-#define STREAM_JOBS "PARLEY_JOBS"
-#define SUBJ_JOBS_PREFIX "parley.v1.jobs."
-#define SUBJ_JOBS_ALL "parley.v1.jobs.>"
+#define STREAM_JOBS          "PARLEY_JOBS"
+#define SUBJ_JOBS_PREFIX     "parley.v1.jobs."
+#define SUBJ_JOBS_ALL        "parley.v1.jobs.>"
 #define CONSUMER_JOBS_PREFIX "workers-"
 
 /* CompletionRecord from workers, consumed by chat (durable CONSUMER_COMPLETIONS). */
-#define STREAM_COMPLETIONS "PARLEY_COMPLETIONS"
-#define SUBJ_COMPLETIONS "parley.v1.completions"
+#define STREAM_COMPLETIONS   "PARLEY_COMPLETIONS"
+#define SUBJ_COMPLETIONS     "parley.v1.completions"
 #define CONSUMER_COMPLETIONS "chat"
 
+/* Token deltas of chat turns, kept for a short while in memory so that a client that
+ * reconnects (or a second tab) replays an answer from its start: chat gives each turn's
+ * InferRequest the delta subject SUBJ_TURN_DELTA_PREFIX + request_id, which this stream
+ * captures; the gateway reads it with an ordered consumer (bus_js_subscribe_ordered). Deltas
+ * of the OpenAI-compatible API (SUBJ_DELTA_PREFIX + request_id) are not captured. */
+#define STREAM_DELTAS          "PARLEY_DELTAS"
+#define SUBJ_TURN_DELTA_PREFIX "parley.v1.delta.turn."
+#define SUBJ_TURN_DELTAS_ALL   "parley.v1.delta.turn.>"
+
 /* SafetyEvent from chat, consumed by safety (durable CONSUMER_SAFETY). */
-#define STREAM_SAFETY "PARLEY_SAFETY"
+#define STREAM_SAFETY      "PARLEY_SAFETY"
 #define SUBJ_SAFETY_EVENTS "parley.v1.safety.events"
-#define CONSUMER_SAFETY "safety"
+#define CONSUMER_SAFETY    "safety"
 
 #include <stddef.h>
 

@@ -5,6 +5,7 @@
 #ifndef PARLEY_GW_GATEWAY_H
 #define PARLEY_GW_GATEWAY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "daemon.h"
@@ -25,6 +26,9 @@ typedef struct gw_cfg {
     int64_t keepalive_ms;
     int64_t stream_idle_timeout_ms;
     int64_t first_token_wait_ms;
+    bool signup_open;        /* accounts.c: --signup-open */
+    int64_t session_idle_ms; /* accounts.c: --session-idle */
+    int64_t session_max_ms;  /* accounts.c: --session-max */
 } gw_cfg;
 
 typedef struct gw {

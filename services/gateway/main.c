@@ -37,6 +37,12 @@ static const cfg_opt gw_opts[] = {
     {"first-token-wait", CFG_DURATION, offsetof(gw_cfg, first_token_wait_ms), "2s", 0, 600000,
      "begin an SSE response this long after admission even without a token (errors before it "
      "get their own HTTP status)"},
+    {"signup-open", CFG_BOOL, offsetof(gw_cfg, signup_open), "true", 0, 0,
+     "accept sign-ups on /api/v1/auth/signup (the first user becomes administrator)"},
+    {"session-idle", CFG_DURATION, offsetof(gw_cfg, session_idle_ms), "168h", 1000, 31536000000.0,
+     "a session unused this long expires"},
+    {"session-max", CFG_DURATION, offsetof(gw_cfg, session_max_ms), "720h", 1000, 31536000000.0,
+     "a session expires this long after log-in, however much it is used"},
 };
 
 static const char *const route_labels[] = {"route", "status", NULL};

@@ -20,12 +20,23 @@ typedef struct gw_user {
     char tier[32];
     bool is_admin;
     bool via_api_key;
+    /* The caller's remaining quota when authenticated (for gw_quota_headers without another
+     * round trip); quota.exceeded points to a static string. has_quota is false when the
+     * lookup could not tell. */
+    bool has_quota;
+    Parley__V1__Quota quota;
 } gw_user;
 
 /* Authenticates the request: the session cookie "parley_session", or "Authorization: Bearer"
  * with a session token or a per-user API key. On failure it has answered 401 and returns false
  * with the MHD result in *ret. Implemented in accounts.c. */
 bool gw_auth_user(gw *g, http_req *r, gw_user *u, enum MHD_Result *ret);
+
+/* For /v1/*: `key` (a Bearer that is not the configured key) is looked up as a per-user API
+ * key; a POST also counts one request against the owner's per-minute quota. Returns true when
+ * the request may go on; otherwise it has answered 401, 429 (with Retry-After) or 503 and *ret
+ * holds the MHD result. Implemented in accounts.c. */
+bool gw_authorize_api_key(gw *g, http_req *r, const char *key, enum MHD_Result *ret);
 
 /* One history RPC with the request's id; on PL_OK *rp is owned by the caller
  * (protobuf_c_message_free_unpacked). A reply carrying an Error is returned as that error's

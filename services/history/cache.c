@@ -177,3 +177,87 @@ pl_status cache_del(cache *c, const char *key)
         freeReplyObject(r);
     return s;
 }
+
+/* --- counters (added for accounts: rate limits and quotas) ----------------------------------- */
+
+/* PTTL of `key` under the mutex; -1 when it has no expiry or is absent (-2 from Redis). */
+static pl_status pttl_locked(cache *c, const char *key, int64_t *ttl_left_ms)
+{
+    pl_status s;
+    redisReply *r = command_locked(c, &s, "PTTL %s", key);
+    if (!r)
+        return s;
+    if (ttl_left_ms)
+        *ttl_left_ms = r->type == REDIS_REPLY_INTEGER && r->integer >= 0 ? r->integer : -1;
+    freeReplyObject(r);
+    return PL_OK;
+}
+
+pl_status cache_incr(cache *c, const char *key, int64_t by, int64_t ttl_ms, int64_t *value,
+                     int64_t *ttl_left_ms)
+{
+    pl_status s;
+    pthread_mutex_lock(&c->mu);
+    redisReply *r = command_locked(c, &s, "INCRBY %s %lld", key, (long long)by);
+    if (r) {
+        if (r->type == REDIS_REPLY_INTEGER) {
+            *value = r->integer;
+        } else {
+            s = PL_ERRF(PL_DB, "redis: INCRBY %s did not answer an integer", key);
+        }
+        freeReplyObject(r);
+    }
+    if (s == PL_OK && ttl_ms > 0) {
+        /* Two round trips instead of a script: a crash between them leaves a key without
+         * expiry, which the next hit's NX expiry repairs. */
+        r = command_locked(c, &s, "PEXPIRE %s %lld NX", key, (long long)ttl_ms);
+        if (r)
+            freeReplyObject(r);
+    }
+    if (s == PL_OK && ttl_left_ms)
+        s = pttl_locked(c, key, ttl_left_ms);
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+pl_status cache_counter(cache *c, const char *key, int64_t *value, int64_t *ttl_left_ms)
+{
+    pl_status s;
+    pthread_mutex_lock(&c->mu);
+    redisReply *r = command_locked(c, &s, "GET %s", key);
+    if (r) {
+        if (r->type == REDIS_REPLY_NIL) {
+            s = PL_NOT_FOUND;
+        } else if (r->type == REDIS_REPLY_STRING) {
+            char *end;
+            long long v = strtoll(r->str, &end, 10);
+            if (end == r->str || *end)
+                s = PL_ERRF(PL_DB, "redis: %s is not a counter", key);
+            else
+                *value = v;
+        } else {
+            s = PL_ERRF(PL_DB, "redis: GET %s: unexpected reply", key);
+        }
+        freeReplyObject(r);
+    }
+    if (s == PL_OK && ttl_left_ms)
+        s = pttl_locked(c, key, ttl_left_ms);
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+pl_status cache_set_nx(cache *c, const char *key, const void *val, size_t len, int64_t ttl_s,
+                       bool *was_set)
+{
+    pl_status s;
+    pthread_mutex_lock(&c->mu);
+    redisReply *r = ttl_s > 0 ? command_locked(c, &s, "SET %s %b NX EX %lld", key, val, len,
+                                               (long long)ttl_s)
+                              : command_locked(c, &s, "SET %s %b NX", key, val, len);
+    pthread_mutex_unlock(&c->mu);
+    if (r) {
+        *was_set = r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+    }
+    return s;
+}

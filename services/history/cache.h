@@ -7,6 +7,7 @@
 #ifndef PARLEY_HISTORY_CACHE_H
 #define PARLEY_HISTORY_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,5 +29,19 @@ pl_status cache_get(cache *c, const char *key, char **val, size_t *len);
 /* SET key val EX ttl_s (ttl_s 0 = no expiry). */
 pl_status cache_set(cache *c, const char *key, const void *val, size_t len, int64_t ttl_s);
 pl_status cache_del(cache *c, const char *key);
+
+/* Counters (rate limits, quotas). Added for accounts; a counter key holds a decimal integer.
+ *
+ * cache_incr: INCRBY key by, then (ttl_ms > 0) PEXPIRE key ttl_ms NX — so a window's expiry is
+ * fixed by its first hit and never pushed back — then PTTL. *value is the new count;
+ * *ttl_left_ms (may be NULL) the milliseconds until the key expires (-1 when it has none).
+ * PL_DB when Redis is unreachable or the key holds something that is not an integer. */
+pl_status cache_incr(cache *c, const char *key, int64_t by, int64_t ttl_ms, int64_t *value,
+                     int64_t *ttl_left_ms);
+/* GET + PTTL of a counter: PL_NOT_FOUND when absent (*value untouched), PL_DB as above. */
+pl_status cache_counter(cache *c, const char *key, int64_t *value, int64_t *ttl_left_ms);
+/* SET key val NX EX ttl_s: *was_set tells whether the key was absent (and is now set). */
+pl_status cache_set_nx(cache *c, const char *key, const void *val, size_t len, int64_t ttl_s,
+                       bool *was_set);
 
 #endif

@@ -110,6 +110,26 @@ const mig_step mig_steps[] = {
      "  reviewed_at timestamptz,"
      "  PRIMARY KEY (user_id, event_id, category));"
      "CREATE INDEX safety_flagged ON safety_verdicts (action, decided_at DESC) WHERE action >= 2;"},
+    /* Tiers are few and read on every turn: under Citus this is a reference table (copied to
+     * every node). users.tier names a row here; "free" is every new user's tier. */
+    {3, "tiers, quotas and account indexes",
+     "CREATE TABLE tiers ("
+     "  name text PRIMARY KEY,"
+     "  models text[] NOT NULL DEFAULT '{}',"
+     "  context_window integer NOT NULL,"
+     "  requests_per_minute integer NOT NULL,"
+     "  tokens_per_day bigint NOT NULL,"
+     "  priority smallint NOT NULL DEFAULT 0,"
+     "  max_tokens integer NOT NULL,"
+     "  updated_at timestamptz NOT NULL DEFAULT now());"
+     "INSERT INTO tiers (name, models, context_window, requests_per_minute, tokens_per_day,"
+     "  priority, max_tokens) VALUES"
+     "  ('free', '{}', 2048, 10, 20000, 0, 512),"
+     "  ('paid', '{}', 8192, 60, 500000, 1, 2048);"
+     "CREATE INDEX users_created ON users (created_at, id);"
+     "CREATE INDEX sessions_expiry ON sessions (expires_at);"
+     "CREATE INDEX api_keys_user ON api_keys (user_id, created_at DESC);"
+     "CREATE INDEX usage_daily_day ON usage_daily (day);"},
 };
 
 const size_t mig_n_steps = sizeof mig_steps / sizeof mig_steps[0];

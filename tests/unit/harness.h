@@ -14,57 +14,58 @@
 
 typedef void (*th_fn)(void);
 void th_register(const char *name, const char *file, th_fn fn);
-void th_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void th_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void th_skip(const char *why);
 /* Counts one executed check (for the summary); used by the CHECK macros. */
 void th_checked(void);
 
-#define TEST(name)                                                                              \
-    static void name(void);                                                                     \
-    __attribute__((constructor)) static void th_reg_##name(void)                                \
-    {                                                                                           \
-        th_register(#name, __FILE__, name);                                                     \
-    }                                                                                           \
+#define TEST(name)                                                                                 \
+    static void name(void);                                                                        \
+    __attribute__((constructor)) static void th_reg_##name(void)                                   \
+    {                                                                                              \
+        th_register(#name, __FILE__, name);                                                        \
+    }                                                                                              \
     static void name(void)
 
-#define CHECK(cond)                                                                             \
-    do {                                                                                        \
-        th_checked();                                                                           \
-        if (!(cond))                                                                            \
-            th_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                                    \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        th_checked();                                                                              \
+        if (!(cond))                                                                               \
+            th_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                                       \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                      \
-    do {                                                                                        \
-        long long th_a = (long long)(a), th_b = (long long)(b);                                 \
-        th_checked();                                                                           \
-        if (th_a != th_b)                                                                       \
-            th_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, th_a, th_b);          \
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long th_a = (long long)(a), th_b = (long long)(b);                                    \
+        th_checked();                                                                              \
+        if (th_a != th_b)                                                                          \
+            th_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, th_a, th_b);             \
     } while (0)
 
-#define CHECK_STR(a, b)                                                                         \
-    do {                                                                                        \
-        const char *th_a = (a), *th_b = (b);                                                    \
-        th_checked();                                                                           \
-        if (!th_a || !th_b || strcmp(th_a, th_b) != 0)                                          \
-            th_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,                   \
-                    th_a ? th_a : "(null)", th_b ? th_b : "(null)");                            \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *th_a = (a), *th_b = (b);                                                       \
+        th_checked();                                                                              \
+        if (!th_a || !th_b || strcmp(th_a, th_b) != 0)                                             \
+            th_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,                      \
+                    th_a ? th_a : "(null)", th_b ? th_b : "(null)");                               \
     } while (0)
 
-#define CHECK_NEAR(a, b, tol)                                                                   \
-    do {                                                                                        \
-        double th_a = (double)(a), th_b = (double)(b);                                          \
-        th_checked();                                                                           \
-        if (!(fabs(th_a - th_b) <= (tol)))                                                      \
-            th_fail(__FILE__, __LINE__, "%s ~ %s: %g vs %g (tol %g)", #a, #b, th_a, th_b,       \
-                    (double)(tol));                                                             \
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    do {                                                                                           \
+        double th_a = (double)(a), th_b = (double)(b);                                             \
+        th_checked();                                                                              \
+        if (!(fabs(th_a - th_b) <= (tol)))                                                         \
+            th_fail(__FILE__, __LINE__, "%s ~ %s: %g vs %g (tol %g)", #a, #b, th_a, th_b,          \
+                    (double)(tol));                                                                \
     } while (0)
 
 /* Marks the running test skipped (with a reason printed as "skipped: <why>") and returns. */
-#define SKIP(why)                                                                               \
-    do {                                                                                        \
-        th_skip(why);                                                                           \
-        return;                                                                                 \
+#define SKIP(why)                                                                                  \
+    do {                                                                                           \
+        th_skip(why);                                                                              \
+        return;                                                                                    \
     } while (0)
 
 #endif

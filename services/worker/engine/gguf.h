@@ -22,31 +22,53 @@
 #include "status.h"
 
 typedef enum gguf_vtype {
-    GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,
-    GGUF_F32 = 6, GGUF_BOOL = 7, GGUF_STRING = 8, GGUF_ARRAY = 9, GGUF_U64 = 10, GGUF_I64 = 11,
+    GGUF_U8 = 0,
+    GGUF_I8 = 1,
+    GGUF_U16 = 2,
+    GGUF_I16 = 3,
+    GGUF_U32 = 4,
+    GGUF_I32 = 5,
+    GGUF_F32 = 6,
+    GGUF_BOOL = 7,
+    GGUF_STRING = 8,
+    GGUF_ARRAY = 9,
+    GGUF_U64 = 10,
+    GGUF_I64 = 11,
     GGUF_F64 = 12,
 } gguf_vtype;
 
 /* Tensor element types (ggml's ids; only those listed are accepted; more are appended later). */
 typedef enum gguf_ttype {
-    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
-    GGML_Q8_0 = 8, GGML_Q8_1 = 9, GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12,
-    GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_Q8_K = 15, GGML_BF16 = 30,
+    GGML_F32 = 0,
+    GGML_F16 = 1,
+    GGML_Q4_0 = 2,
+    GGML_Q4_1 = 3,
+    GGML_Q5_0 = 6,
+    GGML_Q5_1 = 7,
+    GGML_Q8_0 = 8,
+    GGML_Q8_1 = 9,
+    GGML_Q2_K = 10,
+    GGML_Q3_K = 11,
+    GGML_Q4_K = 12,
+    GGML_Q5_K = 13,
+    GGML_Q6_K = 14,
+    GGML_Q8_K = 15,
+    GGML_BF16 = 30,
 } gguf_ttype;
 
 typedef struct gguf_str {
-    const char *ptr;  /* not NUL-terminated */
+    const char *ptr; /* not NUL-terminated */
     uint64_t len;
 } gguf_str;
 
 typedef struct gguf_tensor {
     gguf_str name;
     uint32_t n_dims;
-    uint64_t ne[4];     /* ne[0] is the row length (contiguous); unused dims are 1 */
+    uint64_t ne[4]; /* ne[0] is the row length (contiguous); unused dims are 1 */
     gguf_ttype type;
-    uint64_t offset;    /* from the start of the data section */
+    uint64_t offset; /* from the start of the data section */
     uint64_t nbytes;
-    const void *data;   /* borrowed from the mapping */
+    const void *data; /* borrowed from the mapping */
 } gguf_tensor;
 
 typedef struct gguf_file gguf_file;

@@ -28,7 +28,7 @@ typedef struct sample_params {
     float frequency_penalty;  /* 0 → off */
     int32_t penalty_last_n;   /* window of recent tokens for penalties; 0 = 64 */
     uint64_t seed;
-    bool has_seed;            /* false → seeded from getrandom */
+    bool has_seed; /* false → seeded from getrandom */
 } sample_params;
 
 void sample_params_default(sample_params *p);
@@ -52,8 +52,7 @@ void stop_destroy(stop_matcher *m);
 /* Feeds newly decoded text. Writes what is safe to emit to *emit (borrowed, valid until the next
  * call) with length *emit_len; returns true when a stop string was matched (the text before it
  * has been emitted; nothing after it is). */
-bool stop_feed(stop_matcher *m, const char *text, size_t len, const char **emit,
-               size_t *emit_len);
+bool stop_feed(stop_matcher *m, const char *text, size_t len, const char **emit, size_t *emit_len);
 /* At the end without a stop: whatever was held back. */
 void stop_flush(stop_matcher *m, const char **emit, size_t *emit_len);
 

@@ -30,8 +30,8 @@ pl_status tok_create(const gguf_file *f, tok **out);
 void tok_destroy(tok *t); /* accepts NULL */
 
 int32_t tok_n_vocab(const tok *t);
-int32_t tok_bos(const tok *t);   /* -1 when none */
-int32_t tok_eos(const tok *t);   /* -1 when none */
+int32_t tok_bos(const tok *t); /* -1 when none */
+int32_t tok_eos(const tok *t); /* -1 when none */
 /* Extra end-of-generation tokens (e.g. <|im_end|>, <|eot_id|>, <end_of_turn>): true when `id`
  * should end generation (EOS or an EOG token found by name or token type). */
 bool tok_is_eog(const tok *t, int32_t id);

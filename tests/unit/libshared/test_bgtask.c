@@ -74,10 +74,12 @@ TEST(wire_maps_statuses_codes_and_http)
     static const struct {
         pl_status s;
         int http;
-    } cases[] = {{PL_OK, 200},           {PL_INVALID, 400},        {PL_NOT_FOUND, 404},
-                 {PL_UNAUTHENTICATED, 401}, {PL_PERMISSION, 403},  {PL_OVERLOADED, 429},
-                 {PL_RATE_LIMITED, 429}, {PL_UNAVAILABLE, 503},    {PL_TIMEOUT, 504},
-                 {PL_TOO_LARGE, 413},    {PL_UNSUPPORTED, 415},    {PL_EXISTS, 409},
+    } cases[] = {{PL_OK, 200},           {PL_INVALID, 400},
+                 {PL_NOT_FOUND, 404},    {PL_UNAUTHENTICATED, 401},
+                 {PL_PERMISSION, 403},   {PL_OVERLOADED, 429},
+                 {PL_RATE_LIMITED, 429}, {PL_UNAVAILABLE, 503},
+                 {PL_TIMEOUT, 504},      {PL_TOO_LARGE, 413},
+                 {PL_UNSUPPORTED, 415},  {PL_EXISTS, 409},
                  {PL_ERR, 500}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Parley__V1__ErrorCode c = wire_code_from_status(cases[i].s);
