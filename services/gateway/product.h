@@ -32,8 +32,8 @@ typedef struct gw_user {
  * with the MHD result in *ret. Implemented in accounts.c. */
 bool gw_auth_user(gw *g, http_req *r, gw_user *u, enum MHD_Result *ret);
 
-/* For /v1/*: `key` (a Bearer that is not the configured key) is looked up as a per-user API
- * key; a POST also counts one request against the owner's per-minute quota. Returns true when
+/* For the /v1 routes: `key` (a Bearer that is not the configured key) is looked up as a per-user
+ * API key; a POST also counts one request against the owner's per-minute quota. Returns true when
  * the request may go on; otherwise it has answered 401, 429 (with Retry-After) or 503 and *ret
  * holds the MHD result. Implemented in accounts.c. */
 bool gw_authorize_api_key(gw *g, http_req *r, const char *key, enum MHD_Result *ret);

@@ -251,9 +251,9 @@ pl_status cache_set_nx(cache *c, const char *key, const void *val, size_t len, i
 {
     pl_status s;
     pthread_mutex_lock(&c->mu);
-    redisReply *r = ttl_s > 0 ? command_locked(c, &s, "SET %s %b NX EX %lld", key, val, len,
-                                               (long long)ttl_s)
-                              : command_locked(c, &s, "SET %s %b NX", key, val, len);
+    redisReply *r =
+        ttl_s > 0 ? command_locked(c, &s, "SET %s %b NX EX %lld", key, val, len, (long long)ttl_s)
+                  : command_locked(c, &s, "SET %s %b NX", key, val, len);
     pthread_mutex_unlock(&c->mu);
     if (r) {
         *was_set = r->type == REDIS_REPLY_STATUS;

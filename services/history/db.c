@@ -157,10 +157,12 @@ pl_status db_exec(PGconn *c, const char *sql, int n_params, const char *const *p
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         char msg[512];
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        /* 23505 unique_violation is the caller's business (PL_EXISTS), not an outage. Read it
+         * before PQclear frees the result that holds it. */
+        bool unique = state && strcmp(state, "23505") == 0;
         pq_msg(c, msg, sizeof msg);
         PQclear(r);
-        /* 23505 unique_violation is the caller's business (PL_EXISTS), not an outage. */
-        if (state && strcmp(state, "23505") == 0)
+        if (unique)
             return PL_ERRF(PL_EXISTS, "%s", msg);
         return PL_ERRF(PL_DB, "%s", msg);
     }

@@ -27,28 +27,28 @@
 #include "log.h"
 #include "ops.h"
 
-#define DB_WAIT_MS 3000
-#define MINUTE_MS 60000LL
-#define DAY_MS 86400000LL
-#define DEFAULT_IDLE_MS (7 * DAY_MS)
+#define DB_WAIT_MS         3000
+#define MINUTE_MS          60000LL
+#define DAY_MS             86400000LL
+#define DEFAULT_IDLE_MS    (7 * DAY_MS)
 #define DEFAULT_SESSION_MS (30 * DAY_MS)
-#define MAX_API_KEYS 50
-#define MAX_INSTRUCTIONS 8000
+#define MAX_API_KEYS       50
+#define MAX_INSTRUCTIONS   8000
 /* Names parley's sign-up lock among advisory locks ("parlus"); see op_user_create. */
 #define SIGNUP_LOCK "112410425194867"
 
 /* Column lists shared by the queries below; user_from / tier_from read them in this order. */
-#define USER_COLS                                                                               \
-    "u.id, u.email, u.tier, u.is_admin, (extract(epoch FROM u.created_at) * 1000)::bigint AS "  \
+#define USER_COLS                                                                                  \
+    "u.id, u.email, u.tier, u.is_admin, (extract(epoch FROM u.created_at) * 1000)::bigint AS "     \
     "created_ms, u.custom_instructions, u.disabled"
 #define USER_NCOLS 7
-#define TIER_COLS                                                                               \
-    "t.name AS tier_name, array_to_string(t.models, E'\\n') AS models, t.context_window, "      \
+#define TIER_COLS                                                                                  \
+    "t.name AS tier_name, array_to_string(t.models, E'\\n') AS models, t.context_window, "         \
     "t.requests_per_minute, t.tokens_per_day, t.priority, t.max_tokens"
 #define TIER_NCOLS 7
-#define KEY_COLS                                                                                \
-    "k.id AS key_id, k.name AS key_name, k.prefix, (extract(epoch FROM k.created_at) * "        \
-    "1000)::bigint AS key_created_ms, coalesce((extract(epoch FROM k.last_used_at) * "          \
+#define KEY_COLS                                                                                   \
+    "k.id AS key_id, k.name AS key_name, k.prefix, (extract(epoch FROM k.created_at) * "           \
+    "1000)::bigint AS key_created_ms, coalesce((extract(epoch FROM k.last_used_at) * "             \
     "1000)::bigint, 0) AS key_used_ms, k.revoked_at IS NOT NULL AS key_revoked"
 #define KEY_NCOLS 6
 
@@ -177,8 +177,8 @@ static pl_status require_admin(hs_env *e, const char *user_id)
         return PL_ERRF(PL_PERMISSION, "administrators only");
     const char *p[] = {user_id};
     PGresult *r = NULL;
-    pl_status s = run(e, "SELECT 1 FROM users WHERE id = $1 AND is_admin AND NOT disabled", 1, p,
-                      &r);
+    pl_status s =
+        run(e, "SELECT 1 FROM users WHERE id = $1 AND is_admin AND NOT disabled", 1, p, &r);
     if (s != PL_OK)
         return s;
     bool ok = PQntuples(r) == 1;
@@ -242,12 +242,11 @@ static pl_status quota_fill(hs_env *e, hs_arena *a, const char *rid, const char 
     else
         cs = cache_counter(e->cache, key, &count, NULL);
     if (cs != PL_OK && cs != PL_NOT_FOUND) {
-        LOGW(rid, "quota: Redis unavailable, requests per minute not enforced: %s",
-             pl_err_last());
+        LOGW(rid, "quota: Redis unavailable, requests per minute not enforced: %s", pl_err_last());
         count = 0;
     }
-    bool rpm_out = take ? count > (int64_t)t->requests_per_minute
-                        : count >= (int64_t)t->requests_per_minute;
+    bool rpm_out =
+        take ? count > (int64_t)t->requests_per_minute : count >= (int64_t)t->requests_per_minute;
     q->requests_left =
         count >= (int64_t)t->requests_per_minute ? 0 : t->requests_per_minute - (uint32_t)count;
     q->tokens_left = tokens_out ? 0 : t->tokens_per_day - (uint64_t)used;
@@ -417,8 +416,7 @@ static pl_status op_user_update(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return PL_ERRF(PL_INVALID, "user_id and user are required");
     const char *ci = rq->user->custom_instructions ? rq->user->custom_instructions : "";
     if (strlen(ci) > MAX_INSTRUCTIONS)
-        return PL_ERRF(PL_INVALID, "custom_instructions is longer than %d bytes",
-                       MAX_INSTRUCTIONS);
+        return PL_ERRF(PL_INVALID, "custom_instructions is longer than %d bytes", MAX_INSTRUCTIONS);
     const char *p[] = {rq->user_id, ci};
     PGresult *r = NULL;
     pl_status s = run(e,
@@ -528,8 +526,8 @@ static pl_status op_apikey_create(hs_env *e, const Parley__V1__HistoryRequest *r
     const char *name = rq->api_key->name ? rq->api_key->name : "";
     if (strlen(name) > 100)
         return PL_ERRF(PL_INVALID, "the key's name is longer than 100 bytes");
-    const char *p[] = {rq->user_id, hs_new_id(a), name, rq->token_hash, rq->api_key->prefix,
-                       num(a, MAX_API_KEYS)};
+    const char *p[] = {rq->user_id,    hs_new_id(a),        name,
+                       rq->token_hash, rq->api_key->prefix, num(a, MAX_API_KEYS)};
     PGresult *r = NULL;
     pl_status s = run(e,
                       "INSERT INTO api_keys AS k (user_id, id, name, key_hash, prefix)"
@@ -611,17 +609,17 @@ static pl_status op_apikey_lookup(hs_env *e, const Parley__V1__HistoryRequest *r
         return PL_ERRF(PL_UNAUTHENTICATED, "invalid API key");
     const char *p[] = {rq->token_hash};
     PGresult *r = NULL;
-    pl_status s = run(
-        e,
-        "WITH k AS (SELECT " KEY_COLS ", k.user_id AS key_user, k.last_used_at, " USER_COLS
-        ", " TIER_COLS " FROM api_keys k JOIN users u ON u.id = k.user_id"
-        " JOIN tiers t ON t.name = u.tier"
-        " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND NOT u.disabled),"
-        " touch AS (UPDATE api_keys SET last_used_at = now() FROM k"
-        " WHERE api_keys.user_id = k.key_user AND api_keys.id = k.key_id"
-        " AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute'))"
-        " SELECT * FROM k",
-        1, p, &r);
+    pl_status s =
+        run(e,
+            "WITH k AS (SELECT " KEY_COLS ", k.user_id AS key_user, k.last_used_at, " USER_COLS
+            ", " TIER_COLS " FROM api_keys k JOIN users u ON u.id = k.user_id"
+            " JOIN tiers t ON t.name = u.tier"
+            " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND NOT u.disabled),"
+            " touch AS (UPDATE api_keys SET last_used_at = now() FROM k"
+            " WHERE api_keys.user_id = k.key_user AND api_keys.id = k.key_id"
+            " AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute'))"
+            " SELECT * FROM k",
+            1, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) != 1) {
@@ -652,8 +650,8 @@ static pl_status op_tier_list(hs_env *e, const Parley__V1__HistoryRequest *rq,
 {
     (void)rq;
     PGresult *r = NULL;
-    pl_status s = run(e, "SELECT " TIER_COLS " FROM tiers t ORDER BY t.priority, t.name", 0, NULL,
-                      &r);
+    pl_status s =
+        run(e, "SELECT " TIER_COLS " FROM tiers t ORDER BY t.priority, t.name", 0, NULL, &r);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);
