@@ -1,57 +1,105 @@
-/* parley-chat — conversation logic: prompt from history, model choice, tiers, persisted turns.
+/* parley-chat — conversation logic: turns, prompts from history, tiers, persisted answers.
  *
- * This file is the daemon's configuration table and wiring. At this stage chat owns the
- * completions stream's consumer (it is where finished answers are persisted from) and sets up
- * the JetStream resources it consumes; the turn logic attaches here (issue: product). */
+ * This file is the daemon's configuration table and wiring: the JetStream resources chat
+ * owns (the completions work queue it consumes, the short-lived stream of turn deltas that
+ * lets a client resume an answer), then the turn handler (turn.c), the completion consumer
+ * (persist.c) and the sweeper (sweep.c). */
 #include <stdlib.h>
 
 #include "bus.h"
+#include "chat.h"
 #include "daemon.h"
 #include "jsetup.h"
 #include "subjects.h"
 
-typedef struct chat {
-    dmn *d;
-    jsetup js;
-} chat;
+static const cfg_opt chat_opts[] = {
+    {"default-model", CFG_STR, offsetof(chat_cfg, default_model), "", 0, 0,
+     "model of a conversation that names none (empty: the first one served)"},
+    {"history-timeout", CFG_DURATION, offsetof(chat_cfg, history_timeout_ms), "5s", 100, 60000,
+     "longest wait for one history request"},
+    {"turn-deadline", CFG_DURATION, offsetof(chat_cfg, turn_deadline_ms), "4m", 1000, 3600000,
+     "an answer's deadline, queueing included"},
+    {"sweep-interval", CFG_DURATION, offsetof(chat_cfg, sweep_interval_ms), "30s", 100, 3600000,
+     "how often pending answers are checked"},
+    {"sweep-age", CFG_DURATION, offsetof(chat_cfg, sweep_age_ms), "5m", 1000, 86400000,
+     "a pending answer older than this is failed (must exceed --turn-deadline)"},
+    {"title-max-tokens", CFG_INT, offsetof(chat_cfg, title_max_tokens), "16", 1, 256,
+     "length cap of a generated title"},
+    {"temperature", CFG_DOUBLE, offsetof(chat_cfg, temperature), "0.7", 0, 2,
+     "sampling temperature of answers (a request may set its own)"},
+};
 
 static const char *const completion_subjects[] = {SUBJ_COMPLETIONS, NULL};
+static const char *const delta_subjects[] = {SUBJ_TURN_DELTAS_ALL, NULL};
 static const bus_stream_cfg chat_streams[] = {
     /* Completion records wait here until chat has persisted them (work queue: acked = gone). */
     {.name = STREAM_COMPLETIONS,
      .subjects = completion_subjects,
      .work_queue = true,
      .max_age_ms = 7 * 24 * 3600 * 1000LL},
+    /* Turn deltas, kept in memory for a while: a reconnecting client replays an answer from
+     * here while it is written (a finished one comes from history). */
+    {.name = STREAM_DELTAS,
+     .subjects = delta_subjects,
+     .memory = true,
+     .max_age_ms = 15 * 60 * 1000LL,
+     .max_bytes = 256LL << 20},
 };
-static const int64_t completion_backoff[] = {1000, 5000, 30000};
 static const bus_consumer_cfg chat_consumers[] = {
+    /* No delivery limit: a record waits (nak'd with a growing delay, persist.c) as long as
+     * history is down. (JetStream refuses a backoff list without a delivery limit; the delays
+     * are the naks'.) */
     {.stream = STREAM_COMPLETIONS,
      .durable = CONSUMER_COMPLETIONS,
      .ack_wait_ms = 30000,
-     .max_deliver = 10,
-     .max_ack_pending = 1000,
-     .backoff_ms = completion_backoff,
-     .n_backoff = 3},
+     .max_deliver = -1,
+     .max_ack_pending = 1000},
 };
-static const jsetup_spec chat_js = {chat_streams, 1, chat_consumers, 1};
+static const jsetup_spec chat_js = {chat_streams, 2, chat_consumers, 1};
 
 static pl_status chat_start(dmn *d, void *ctx)
 {
     chat *c = ctx;
     c->d = d;
-    return jsetup_start(&c->js, dmn_bus(d), &chat_js);
+    static const char *const result[] = {"result", NULL};
+    c->m_turns = met_counter(dmn_metrics(d), "parley_chat_turns_total",
+                             "chat turns answered, by result", result);
+    c->m_records = met_counter(dmn_metrics(d), "parley_chat_completions_total",
+                               "completion records handled, by kind (retry: nak'd)", result);
+    pl_status s = jsetup_start(&c->js, dmn_bus(d), &chat_js);
+    if (s == PL_OK)
+        s = persist_start(c);
+    if (s == PL_OK)
+        s = sweep_start(c);
+    if (s == PL_OK)
+        s = turn_start(c);
+    return s;
 }
 
 static size_t chat_ready(void *ctx, dmn_check *checks)
 {
     chat *c = ctx;
     jsetup_check(&c->js, &checks[0]);
-    return 1;
+    checks[1].name = "completions";
+    checks[1].ok = c->consumer_setup && bgtask_done(c->consumer_setup);
+    if (!checks[1].ok && c->consumer_setup)
+        bgtask_error(c->consumer_setup, checks[1].detail, sizeof checks[1].detail);
+    return 2;
+}
+
+static void chat_drain(void *ctx, int64_t deadline_ms)
+{
+    chat *c = ctx;
+    (void)deadline_ms;
+    turn_stop(c); /* no new turns; records in flight finish in the pull loop */
 }
 
 static void chat_stop(void *ctx)
 {
     chat *c = ctx;
+    turn_stop(c);
+    sweep_stop(c);
+    persist_stop(c);
     jsetup_stop(&c->js);
 }
 
@@ -60,10 +108,14 @@ int main(int argc, char **argv)
     static chat c;
     dmn_spec spec = {
         .name = "chat",
-        .summary = "conversation logic: prompts from history, model choice, tiers, turns",
+        .summary = "conversation logic: turns, prompts from history, tiers, persisted answers",
+        .opts = chat_opts,
+        .n_opts = sizeof chat_opts / sizeof chat_opts[0],
+        .cfg = &c.cfg,
         .ctx = &c,
         .start = chat_start,
         .ready = chat_ready,
+        .drain = chat_drain,
         .stop = chat_stop,
         .admin_port_default = 9102,
     };

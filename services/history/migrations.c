@@ -130,6 +130,16 @@ const mig_step mig_steps[] = {
      "CREATE INDEX sessions_expiry ON sessions (expires_at);"
      "CREATE INDEX api_keys_user ON api_keys (user_id, created_at DESC);"
      "CREATE INDEX usage_daily_day ON usage_daily (day);"},
+    {4, "conversations: title search, uploads by message",
+     /* conv.search matches titles by full text as well as message text (messages_search). */
+     "CREATE INDEX conversations_title_search ON conversations"
+     "  USING gin (to_tsvector('simple', title));"
+     /* conv.get / context.get find the uploads attached to a chain's messages. */
+     "CREATE INDEX uploads_message ON uploads (user_id, message_id)"
+     "  WHERE message_id IS NOT NULL;"
+     /* The owner's share list. shares_user already orders by created_at; this one serves the
+      * revocation of a deleted conversation's links. */
+     "CREATE INDEX shares_conversation ON shares (user_id, conversation_id);"},
 };
 
 const size_t mig_n_steps = sizeof mig_steps / sizeof mig_steps[0];

@@ -1,0 +1,82 @@
+/* chat.h — parley-chat's context, shared by its modules, and the calls they all make.
+ *
+ * Modules: turn.c (a ChatTurnRequest: quota, context, stored messages, inference submitted),
+ * prompt.c (the prompt from a conversation's chain within the tier's window), persist.c (the
+ * completion records: answers saved, usage counted, titles generated), sweep.c (pending
+ * answers that nothing will finish). main.c is the configuration table and the wiring.
+ *
+ * One chat per process, created in main.c; read-only after start except the metrics (atomic)
+ * and the handles owned by each module. */
+#ifndef PARLEY_CHAT_H
+#define PARLEY_CHAT_H
+
+#include <stdint.h>
+
+#include "bgtask.h"
+#include "bus.h"
+#include "daemon.h"
+#include "jsetup.h"
+#include "parley.pb-c.h"
+#include "status.h"
+
+typedef struct chat_cfg {
+    const char *default_model;  /* "" = the first model the infer-gateway lists */
+    int64_t history_timeout_ms; /* one history RPC */
+    int64_t turn_deadline_ms;   /* an answer's whole life; the sweeper waits longer */
+    int64_t sweep_interval_ms;
+    int64_t sweep_age_ms; /* pending answers older than this are failed */
+    int64_t title_max_tokens;
+    double temperature;
+} chat_cfg;
+
+typedef struct chat_sweeper chat_sweeper;
+
+typedef struct chat {
+    chat_cfg cfg;
+    dmn *d;
+    jsetup js;
+    bus_sub *turn_sub;      /* SUBJ_CHAT_TURN, queue group QUEUE_CHAT (turn.c) */
+    bgtask *consumer_setup; /* binds the completions consumer once it exists (persist.c) */
+    bus_pull *pull;
+    bus_pull_loop *loop;
+    chat_sweeper *sweeper; /* sweep.c */
+    met_family *m_turns;   /* parley_chat_turns_total{result} */
+    met_family *m_records; /* parley_chat_completions_total{result} */
+} chat;
+
+/* One history RPC. PL_OK: *rp is the reply (caller frees with
+ * protobuf_c_message_free_unpacked). A reply carrying an Error returns that error's status with
+ * its message recorded, and *rp is still set (quota.take fills the quota when refusing); NULL
+ * only when no reply came (PL_UNAVAILABLE: history unreachable or silent). */
+pl_status chat_history(chat *c, const char *request_id, Parley__V1__HistoryRequest *rq,
+                       Parley__V1__HistoryReply **rp);
+
+/* Submits an inference request to the infer-gateway. PL_OK when admitted; otherwise the
+ * refusal's status and message (PL_OVERLOADED for a full queue, with *retry_after_ms when
+ * given), or PL_UNAVAILABLE when the infer-gateway did not answer. */
+pl_status chat_submit(chat *c, const Parley__V1__InferRequest *ir, uint32_t *retry_after_ms);
+
+/* The model to use when neither the request nor the conversation names one: the configured
+ * default, else the first model the infer-gateway lists (copied into buf). PL_UNAVAILABLE
+ * when no model is served. */
+pl_status chat_default_model(chat *c, char *buf, size_t cap);
+
+/* `msg` without the "file.c:42: " prefixes that recorded errors carry (several when an error
+ * was wrapped on its way here): the part meant for a person. Points into `msg`. */
+const char *chat_plain_message(const char *msg);
+
+/* Turn handling (turn.c): subscribes to SUBJ_CHAT_TURN. */
+pl_status turn_start(chat *c);
+void turn_stop(chat *c);
+
+/* Completion records (persist.c): binds the durable consumer (retrying until jsetup created
+ * it) and runs the pull loop. */
+pl_status persist_start(chat *c);
+void persist_stop(chat *c);
+
+/* The sweeper (sweep.c): every sweep interval, asks history to fail pending answers older
+ * than the sweep age. */
+pl_status sweep_start(chat *c);
+void sweep_stop(chat *c);
+
+#endif
