@@ -19,6 +19,8 @@
 #include "parley.pb-c.h"
 #include "status.h"
 
+#define CHAT_TURN_THREADS 4
+
 typedef struct chat_cfg {
     const char *default_model;  /* "" = the first model the infer-gateway lists */
     int64_t history_timeout_ms; /* one history RPC */
@@ -35,7 +37,9 @@ typedef struct chat {
     chat_cfg cfg;
     dmn *d;
     jsetup js;
-    bus_sub *turn_sub;      /* SUBJ_CHAT_TURN, queue group QUEUE_CHAT (turn.c) */
+    /* SUBJ_CHAT_TURN, queue group QUEUE_CHAT (turn.c): several members so that turns are
+     * handled in parallel (libnats delivers each subscription's messages one at a time). */
+    bus_sub *turn_subs[CHAT_TURN_THREADS];
     bgtask *consumer_setup; /* binds the completions consumer once it exists (persist.c) */
     bus_pull *pull;
     bus_pull_loop *loop;

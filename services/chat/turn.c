@@ -271,11 +271,16 @@ static void on_turn(bus_msg *m, void *arg)
 
 pl_status turn_start(chat *c)
 {
-    return bus_subscribe(dmn_bus(c->d), SUBJ_CHAT_TURN, QUEUE_CHAT, on_turn, c, &c->turn_sub);
+    pl_status s = PL_OK;
+    for (int i = 0; i < CHAT_TURN_THREADS && s == PL_OK; i++)
+        s = bus_subscribe(dmn_bus(c->d), SUBJ_CHAT_TURN, QUEUE_CHAT, on_turn, c, &c->turn_subs[i]);
+    return s;
 }
 
 void turn_stop(chat *c)
 {
-    bus_unsubscribe(c->turn_sub);
-    c->turn_sub = NULL;
+    for (int i = 0; i < CHAT_TURN_THREADS; i++) {
+        bus_unsubscribe(c->turn_subs[i]);
+        c->turn_subs[i] = NULL;
+    }
 }

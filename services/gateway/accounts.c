@@ -427,7 +427,7 @@ static unsigned retry_after(const char *message)
     return (unsigned)((left + 999) / 1000);
 }
 
-bool gw_authorize_api_key(gw *g, http_req *r, const char *key, enum MHD_Result *ret)
+bool gw_authorize_api_key(gw *g, http_req *r, const char *key, char *user_id, enum MHD_Result *ret)
 {
     gw_user u;
     Parley__V1__HistoryReply *rep = NULL;
@@ -435,6 +435,7 @@ bool gw_authorize_api_key(gw *g, http_req *r, const char *key, enum MHD_Result *
         return false;
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     (void)key;
+    snprintf(user_id, 64, "%s", u.id);
     if (strcmp(http_method(r), "POST") != 0)
         return true;
     Parley__V1__HistoryRequest rq = PARLEY__V1__HISTORY_REQUEST__INIT;

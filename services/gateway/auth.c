@@ -19,15 +19,16 @@ static bool same_secret(const char *a, const char *b)
     return diff == 0;
 }
 
-bool gw_authorize(gw *g, http_req *r, enum MHD_Result *ret)
+bool gw_authorize(gw *g, http_req *r, char *user_id, enum MHD_Result *ret)
 {
+    user_id[0] = '\0';
     const char *h = http_header(r, "Authorization");
     bool bearer = h && strncasecmp(h, "Bearer ", 7) == 0;
     /* A per-user key is always checked (and counted against its owner's quota), even when
      * /v1 is open: a revoked key must stop working wherever it is presented. */
     if (bearer && strncmp(h + 7, "pk-", 3) == 0 &&
         !(g->cfg.api_key[0] && same_secret(h + 7, g->cfg.api_key)))
-        return gw_authorize_api_key(g, r, h + 7, ret);
+        return gw_authorize_api_key(g, r, h + 7, user_id, ret);
     if (!g->cfg.api_key[0])
         return true;
     if (bearer && same_secret(h + 7, g->cfg.api_key))

@@ -89,6 +89,7 @@ static void emit(gws *s, const char *id, cJSON *o)
     cJSON_Delete(o);
     if (!json)
         return;
+    gws_touch(s);
     gws_appendf(s, "id: %s\ndata: %s\n\n", id, json);
     free(json);
 }

@@ -45,9 +45,10 @@ typedef struct gw {
 enum MHD_Result oai_models(http_req *r, void *arg);
 enum MHD_Result oai_chat_completions(http_req *r, void *arg);
 
-/* Checks "Authorization: Bearer <key>" against the configured key when one is set. Returns
- * true when the request may go on; otherwise it has already answered 401. `*ret` is the
- * MHD result to return in that case. */
-bool gw_authorize(gw *g, http_req *r, enum MHD_Result *ret);
+/* Checks "Authorization: Bearer <key>": the configured key (when one is set) or a per-user API
+ * key. Returns true when the request may go on; otherwise it has already answered 401/429 and
+ * `*ret` is the MHD result to return. `user_id` (64 bytes) receives the key owner's id for a
+ * per-user key, "" otherwise. */
+bool gw_authorize(gw *g, http_req *r, char *user_id, enum MHD_Result *ret);
 
 #endif

@@ -28,7 +28,8 @@ enum MHD_Result oai_models(http_req *r, void *arg)
 {
     gw *g = arg;
     enum MHD_Result ret;
-    if (!gw_authorize(g, r, &ret))
+    char user_id[64];
+    if (!gw_authorize(g, r, user_id, &ret))
         return ret;
 
     Parley__V1__ModelListRequest req = PARLEY__V1__MODEL_LIST_REQUEST__INIT;
@@ -78,6 +79,7 @@ typedef struct oai_req {
     char *contents[OAI_MAX_MESSAGES]; /* joined text parts, owned */
     char *stops[OAI_MAX_STOP];
     char rid[33];
+    char user_id[64];
     char delta_subject[128];
     bool stream, include_usage;
 } oai_req;
@@ -330,7 +332,6 @@ static bool parse_request(oai_req *q, const char *body, size_t len, bad *b)
     cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user");
     if (user && !cJSON_IsNull(user) && !cJSON_IsString(user))
         return fail(b, "user", "'user' must be a string");
-    ir->user_id = cJSON_IsString(user) ? user->valuestring : (char *)"";
     return true;
 }
 
@@ -591,7 +592,8 @@ enum MHD_Result oai_chat_completions(http_req *r, void *arg)
     if (existing)
         return resume_request(r, existing);
     enum MHD_Result ret;
-    if (!gw_authorize(g, r, &ret))
+    char user_id[64];
+    if (!gw_authorize(g, r, user_id, &ret))
         return ret;
 
     oai_req *q = calloc(1, sizeof *q);
@@ -611,6 +613,10 @@ enum MHD_Result oai_chat_completions(http_req *r, void *arg)
     q->ir.created_ms = dmn_wall_ms();
     q->ir.deadline_ms = q->ir.created_ms + g->cfg.request_timeout_ms;
     q->ir.priority = PARLEY__V1__PRIORITY__PRIORITY_FREE;
+    /* Usage is charged to the authenticated key's owner, never to the client's free-form
+     * "user" field (which OpenAI defines as an end-user label, not an identity). */
+    snprintf(q->user_id, sizeof q->user_id, "%s", user_id);
+    q->ir.user_id = q->user_id;
 
     oai_out *o = calloc(1, sizeof *o);
     if (!o) {

@@ -36,7 +36,7 @@ bool gw_auth_user(gw *g, http_req *r, gw_user *u, enum MHD_Result *ret);
  * API key; a POST also counts one request against the owner's per-minute quota. Returns true when
  * the request may go on; otherwise it has answered 401, 429 (with Retry-After) or 503 and *ret
  * holds the MHD result. Implemented in accounts.c. */
-bool gw_authorize_api_key(gw *g, http_req *r, const char *key, enum MHD_Result *ret);
+bool gw_authorize_api_key(gw *g, http_req *r, const char *key, char *user_id, enum MHD_Result *ret);
 
 /* One history RPC with the request's id; on PL_OK *rp is owned by the caller
  * (protobuf_c_message_free_unpacked). A reply carrying an Error is returned as that error's

@@ -115,6 +115,11 @@ static void wake(gws *s)
     }
 }
 
+void gws_touch(gws *s)
+{
+    s->last_delta_ms = dmn_now_ms();
+}
+
 void gws_append(gws *s, const char *data, size_t len)
 {
     if (s->off == s->len)

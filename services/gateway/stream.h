@@ -63,6 +63,9 @@ void gws_unlock(gws *s);
 /* Under the lock: whether a terminal delta (or error) was seen; whether any delta was seen. */
 bool gws_done(const gws *s);
 bool gws_started(const gws *s);
+/* Under the lock: records progress from a source other than the stream's own subscription (a
+ * replayed answer), so the idle timeout does not end a busy stream. */
+void gws_touch(gws *s);
 /* Under the lock: appends bytes to the output. */
 void gws_append(gws *s, const char *data, size_t len);
 void gws_appendf(gws *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -22,6 +22,10 @@
 #include "subjects.h"
 #include "wire.h"
 
+/* Queue-group members subscribed to the RPC subject: libnats delivers each subscription's
+ * messages on its own thread, one at a time, so this many operations run at once. */
+#define HS_RPC_THREADS 8
+
 typedef struct hs_cfg {
     const char *pg_url;
     const char *redis_url;
@@ -42,7 +46,7 @@ typedef struct hs {
     db_pool *db;
     cache *cache;
     bgtask *migrations;
-    bus_sub *rpc_sub;
+    bus_sub *rpc_subs[HS_RPC_THREADS];
     pthread_t monitor;
     bool monitor_running;
     atomic_bool stop;
@@ -175,7 +179,9 @@ static pl_status hs_start(dmn *d, void *ctx)
     if (pthread_create(&h->monitor, NULL, monitor_main, h) != 0)
         return PL_ERRF(PL_ERR, "cannot start the monitor thread");
     h->monitor_running = true;
-    return bus_subscribe(dmn_bus(d), SUBJ_HISTORY_RPC, QUEUE_HISTORY, on_rpc, h, &h->rpc_sub);
+    for (int i = 0; i < HS_RPC_THREADS && s == PL_OK; i++)
+        s = bus_subscribe(dmn_bus(d), SUBJ_HISTORY_RPC, QUEUE_HISTORY, on_rpc, h, &h->rpc_subs[i]);
+    return s;
 }
 
 static size_t hs_ready(void *ctx, dmn_check *c)
@@ -201,14 +207,17 @@ static void hs_drain(void *ctx, int64_t deadline_ms)
     hs *h = ctx;
     (void)deadline_ms;
     /* Stop taking requests; those in flight finish inside their handlers. */
-    bus_unsubscribe(h->rpc_sub);
-    h->rpc_sub = NULL;
+    for (int i = 0; i < HS_RPC_THREADS; i++) {
+        bus_unsubscribe(h->rpc_subs[i]);
+        h->rpc_subs[i] = NULL;
+    }
 }
 
 static void hs_stop(void *ctx)
 {
     hs *h = ctx;
-    bus_unsubscribe(h->rpc_sub);
+    for (int i = 0; i < HS_RPC_THREADS; i++)
+        bus_unsubscribe(h->rpc_subs[i]);
     atomic_store(&h->stop, true);
     if (h->monitor_running)
         pthread_join(h->monitor, NULL);
