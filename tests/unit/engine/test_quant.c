@@ -589,8 +589,8 @@ TEST(quant_dot_fast_matches_ref)
 
 /* --- row drivers ------------------------------------------------------------------------------ */
 
-/* qt_matmul_rows over a row range equals separate qt_matvec_rows calls bit for bit, writes only
- * the asked rows, and respects the activation stride and ldy. */
+/* qt_matmul_rows over a row range equals separate qt_matvec_rows calls and the table's dot() bit
+ * for bit, writes only the asked rows, and respects the activation stride and ldy. */
 static void check_matmul(rng *r, gguf_ttype t, int64_t R, int64_t cols, int B)
 {
     const qt_traits *tr = qt_get(t), *vt = qt_get(tr->vec_dot_type);
@@ -623,6 +623,8 @@ static void check_matmul(rng *r, gguf_ttype t, int64_t R, int64_t cols, int B)
                 continue;
             }
             mismatch += memcmp(&got, &y[i], sizeof got) != 0;
+            float one = tr->dot(W + (size_t)i * wrow, xb, cols); /* the table's single dot */
+            mismatch += memcmp(&got, &one, sizeof got) != 0;
             double ref = tr->dot_ref(W + (size_t)i * wrow, xb, cols);
             off_ref += !(fabs(got - ref) <= 1e-5 * (fabs(ref) + 1) * sqrt((double)cols));
         }
@@ -651,6 +653,10 @@ TEST(quant_matmul_equals_matvec)
     /* enough activation rows that the driver cuts them into chunks */
     check_matmul(&r, GGML_Q4_1, 6, 576, 301);
     check_matmul(&r, GGML_Q8_0, 5, 1536, 150);
+    /* block counts that are not multiples of 8, odd row ranges, batches past one tile group */
+    check_matmul(&r, GGML_Q4_1, 9, 32 * 13, 37);
+    check_matmul(&r, GGML_Q4_0, 8, 32 * 9, 21);
+    check_matmul(&r, GGML_Q8_0, 7, 32 * 48, 64);
 }
 
 TEST(quant_force_scalar)
