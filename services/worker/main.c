@@ -202,6 +202,15 @@ static pl_status wk_start(dmn *d, void *ctx)
 {
     wk *w = ctx;
     w->d = d;
+#if defined(__x86_64__)
+    /* The engine is compiled with ARCHFLAGS (AVX2, FMA, F16C: see the Makefile); this file is
+     * not, so the check runs before any engine code could execute an unknown instruction. */
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+        !__builtin_cpu_supports("f16c"))
+        return PL_ERRF(PL_UNSUPPORTED, "this CPU lacks AVX2/FMA/F16C, which this build of the "
+                                       "engine uses (rebuild on a matching machine)");
+#endif
     if (strcmp(w->cfg.device, "cpu") != 0)
         return PL_ERRF(PL_UNSUPPORTED, "device '%s' is not supported by this build (cpu only)",
                        w->cfg.device);
