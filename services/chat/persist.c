@@ -8,8 +8,8 @@
  *     it changed, usage.add, and after the first complete answer of an untitled conversation a
  *     title request;
  *   - a title (message_id "title:<conversation>"): conv.rename, only while it has no title;
- *   - anything else (the OpenAI-compatible API, whose user_id is the client's own "user"
- *     field): acked; its usage is not counted from here.
+ *   - anything else (the OpenAI-compatible API): usage.add for the key's owner when the
+ *     gateway authenticated a per-user API key (user_id set), then acked.
  * The record is acked only once that succeeded. When history is unreachable it is nak'd with a
  * growing delay (at most PST_NAK_MAX_MS) and comes back, as often as needed (the consumer has
  * no delivery limit): killing history during a turn delays the answer's saving, never loses it.
@@ -297,8 +297,9 @@ static void on_record(bus_msg *msg, void *arg)
         o = on_answer(c, r, deliveries);
         what = "answer";
     } else {
-        /* The OpenAI-compatible API: its user_id is the client's free-form "user" field, not an
-         * account, so it is not trusted for usage here. */
+        /* The OpenAI-compatible API: user_id is the account of the per-user API key the gateway
+         * authenticated ("" for the deployment's shared key); its tokens count for that user. */
+        add_usage(c, r);
         o = PST_ACK;
         what = "api";
     }
