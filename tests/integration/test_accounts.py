@@ -472,3 +472,18 @@ def test_sessions_expire_when_idle_and_at_their_absolute_limit(acc):
         assert r.status == 401 and "expired" in r.json()["error"]["message"]
     finally:
         restart(stack, {})
+
+
+@pytest.mark.timeout(90)
+def test_v1_usage_with_a_personal_key_counts_for_its_owner(acc):
+    stack, _ = acc
+    token = signup(stack, "usage-v1@example.com").json()["token"]
+    key = api(stack, "/api/v1/keys", "POST", {"name": "sdk"}, token=token).json()["key"]
+    before = api(stack, "/api/v1/quota", token=token).json()["quota"]["tokens_left"]
+    r = api(stack, "/v1/chat/completions", "POST",
+            {"model": MODEL, "max_tokens": 5, "temperature": 0, "user": "someone-else",
+             "messages": [{"role": "user", "content": "Hello there"}]}, token=key, timeout=60)
+    assert r.status == 200, r.text
+    used = r.json()["usage"]["total_tokens"]
+    ps.wait_until(lambda: api(stack, "/api/v1/quota", token=token).json()["quota"]["tokens_left"]
+                  == before - used, 20, what="the /v1 tokens to count for the key's owner")
