@@ -71,6 +71,17 @@ static const char *pq_msg(const PGconn *c, char *buf, size_t cap)
     return buf;
 }
 
+/* libpq prints server notices ("relation ... already exists, skipping") to stderr by default,
+ * which would break the one-JSON-object-per-line log; route them through the log instead. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    size_t n = strlen(message);
+    while (n && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    LOGD(NULL, "postgres: %.*s", (int)n, message);
+}
+
 static pl_status connect_slot(db_pool *p, PGconn **out)
 {
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
@@ -82,6 +93,7 @@ static pl_status connect_slot(db_pool *p, PGconn **out)
         PQfinish(c);
         return PL_ERRF(PL_DB, "cannot connect to PostgreSQL: %s", msg);
     }
+    PQsetNoticeProcessor(c, on_notice, NULL);
     *out = c;
     return PL_OK;
 }
