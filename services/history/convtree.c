@@ -1,6 +1,6 @@
 /* convtree.c — a conversation's message tree in memory (see convtree.h).
  *
- * Building: the rows are copied into one array of nodes plus one string block per row; an
+ * Building: the rows are copied into one array of nodes plus one block for all strings; an
  * index sorted by id resolves parents (so a parent that happens to sort after its child by
  * time is still found). Siblings are numbered in row order, which is creation order. The
  * "newest child" of each node is its child that comes last in row order; following it down
@@ -13,8 +13,8 @@
 struct ct_tree {
     ct_node *nodes;
     size_t n;
-    int *by_id;   /* node indices sorted by id */
-    char **pools; /* one string block per node */
+    int *by_id; /* node indices sorted by id */
+    char *pool; /* every node's strings, in one block */
 };
 
 static char *pool_add(char **w, const char *s)
@@ -71,9 +71,7 @@ void ct_free(ct_tree *t)
 {
     if (!t)
         return;
-    for (size_t i = 0; t->pools && i < t->n; i++)
-        free(t->pools[i]);
-    free(t->pools);
+    free(t->pool);
     free(t->nodes);
     free(t->by_id);
     free(t);
@@ -87,29 +85,26 @@ pl_status ct_build(const ct_row *rows, size_t n, ct_tree **out)
     size_t cap = n ? n : 1;
     t->nodes = calloc(cap, sizeof *t->nodes);
     t->by_id = calloc(cap, sizeof *t->by_id);
-    t->pools = calloc(cap, sizeof *t->pools);
+    /* One block for every string (a conversation of 1,000 messages was 1,000 mallocs). */
+    size_t need = 1;
+    for (size_t i = 0; i < n; i++) {
+        const ct_row *r = &rows[i];
+        const char *strs[] = {r->id, r->parent_id, r->content, r->model, r->request_id, r->error};
+        for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++)
+            need += strlen(strs[k] ? strs[k] : "") + 1;
+    }
+    t->pool = malloc(need);
     int *tmp = calloc(cap, sizeof *tmp);
     uint32_t *child_count = calloc(cap, sizeof *child_count);
-    if (!t->nodes || !t->by_id || !t->pools || !tmp || !child_count) {
+    if (!t->nodes || !t->by_id || !t->pool || !tmp || !child_count) {
         free(tmp);
         free(child_count);
         ct_free(t);
         return PL_ERRF(PL_NOMEM, "out of memory");
     }
+    char *w = t->pool;
     for (size_t i = 0; i < n; i++) {
         const ct_row *r = &rows[i];
-        const char *strs[] = {r->id, r->parent_id, r->content, r->model, r->request_id, r->error};
-        size_t need = 0;
-        for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++)
-            need += strlen(strs[k] ? strs[k] : "") + 1;
-        char *w = t->pools[i] = malloc(need);
-        if (!w) {
-            t->n = i;
-            free(tmp);
-            free(child_count);
-            ct_free(t);
-            return PL_ERRF(PL_NOMEM, "out of memory");
-        }
         ct_node *nd = &t->nodes[i];
         nd->row = *r;
         nd->row.id = pool_add(&w, r->id);

@@ -3,8 +3,8 @@
  *
  * Messages form a tree through parent_id (roots have none); regenerations and edits are
  * siblings. Rather than walking the tree in SQL one level at a time, the history ops load the
- * conversation's messages in one index scan (messages_conv: user_id, conversation_id,
- * created_at) and work on them here: a conversation of 1,000 messages is one query of a few
+ * conversation's messages in one index scan (messages_conv_order: user_id, conversation_id,
+ * created_at, id) and work on them here: a conversation of 1,000 messages is one query of a few
  * milliseconds, and every question below is answered in O(n) or O(log n).
  *
  * Ownership: a ct_tree owns copies of everything it was built from; ct_free releases it.
