@@ -63,9 +63,20 @@ BINS     := $(addprefix $(BUILD)/bin/parley-,$(SERVICES))
 # One object list per daemon: its folder's *.c files (not the engine's subfolder).
 svc_obj = $(patsubst %.c,$(BUILD)/%.o,$(wildcard services/$(1)/*.c))
 
-$(BUILD)/bin/parley-gateway: $(call svc_obj,gateway) $(LIBSHARED)
+$(BUILD)/bin/parley-gateway: $(call svc_obj,gateway) $(BUILD)/gen/openapi_json.o $(LIBSHARED)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_JSON) $(LDLIBS_SODIUM) $(LDLIBS_SHARED)
+# docs/openapi.json, embedded in the gateway (served at GET /api/v1/openapi.json) as the bytes
+# gw_openapi_json[gw_openapi_json_len] followed by a NUL.
+$(BUILD)/gen/openapi_json.c: docs/openapi.json
+	@mkdir -p $(@D)
+	$(Q){ echo '/* generated from docs/openapi.json by the Makefile: do not edit */'; \
+	  echo '#include <stddef.h>'; echo 'extern const char gw_openapi_json[];'; \
+	  echo 'extern const size_t gw_openapi_json_len;'; echo 'const char gw_openapi_json[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0x00};'; \
+	  echo 'const size_t gw_openapi_json_len = sizeof gw_openapi_json - 1;'; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/openapi_json.o: $(BUILD)/gen/openapi_json.c
+	$(Q)$(CC) $(CSTD) $(OPT) $(SANFLAGS) -Wall -Werror -c -o $@ $<
 $(BUILD)/bin/parley-chat: $(call svc_obj,chat) $(LIBSHARED)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
@@ -120,7 +131,7 @@ $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 # --- top-level targets ------------------------------------------------------------------------
 .DEFAULT_GOAL := all
 .PHONY: all asan ubsan tsan test test-unit test-integration run stop status logs clean \
-        format format-check fuzz bench deps bench-engine bench-serve
+        format format-check fuzz bench deps bench-engine bench-serve bench-history
 
 all: $(LIBSHARED) $(LIBENGINE) $(BINS) $(TOOLS) $(UNIT_BIN)
 
@@ -152,7 +163,9 @@ bench-engine: all
 	$(Q)$(PYTHON) bench/bench_engine.py --threads $(BENCH_THREADS)
 bench-serve: all
 	$(Q)$(PYTHON) bench/bench_serve.py --threads $(BENCH_THREADS)
-bench: bench-engine bench-serve
+bench-history: all
+	$(Q)$(PYTHON) bench/bench_history.py
+bench: bench-engine bench-serve bench-history
 
 run:
 	$(Q)scripts/parleyctl run

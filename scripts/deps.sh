@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # pip name=import name
 PIP_PACKAGES=(pytest=pytest requests=requests openai=openai pyyaml=yaml yamllint=yamllint
-              kubernetes-validate=kubernetes_validate)
+              kubernetes-validate=kubernetes_validate schemathesis=schemathesis)
 
 mapfile -t APT < <(sed -e 's/#.*//' scripts/apt-packages.txt | tr -s ' \t' '\n' | sed '/^$/d')
 

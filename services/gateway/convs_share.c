@@ -397,10 +397,12 @@ enum MHD_Result cv_route_upload(http_req *r, void *arg)
     char type[128];
     media_type(http_header(r, "Content-Type"), type, sizeof type);
     const char *fname = http_header(r, "X-Filename");
-    if (!fname || !fname[0] || strlen(fname) > 255 || strchr(fname, '/') || strchr(fname, '\\'))
+    /* UTF-8 only: the name is stored as PostgreSQL text, which refuses other bytes. */
+    if (!fname || !fname[0] || strlen(fname) > 255 || strchr(fname, '/') || strchr(fname, '\\') ||
+        !utf8_text((const unsigned char *)fname, strlen(fname)))
         return http_reply_error(r, 400,
-                                "name the file in the X-Filename header (at most 255 bytes, no "
-                                "path)",
+                                "name the file in the X-Filename header (UTF-8, at most 255 "
+                                "bytes, no path)",
                                 "X-Filename", "invalid_request", 0);
     up_kind kind = classify(type, fname);
     if (kind == UP_IMAGE)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -240,6 +241,65 @@ static bool append_body(http_req *r, const char *data, size_t n)
     return true;
 }
 
+/* Whether s[0..len) is well-formed UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF): what PostgreSQL text accepts. Text that is not is refused at the edge (400) rather
+ * than failing deep in storage. */
+static bool utf8_ok(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        size_t k = c < 0x80                 ? 0
+                   : c >= 0xC2 && c <= 0xDF ? 1
+                   : (c & 0xF0) == 0xE0     ? 2
+                   : c >= 0xF0 && c <= 0xF4 ? 3
+                                            : 9;
+        if (k == 9 || len - i <= k)
+            return false;
+        unsigned lo = 0x80, hi = 0xBF, d = s[i + 1];
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* surrogates */
+        else if (c == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* past U+10FFFF */
+        if (k && (d < lo || d > hi))
+            return false;
+        for (size_t j = 2; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static enum MHD_Result arg_utf8(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    bool *ok = cls;
+    (void)kind;
+    if (!utf8_ok((const unsigned char *)key, strlen(key)) ||
+        (value && !utf8_ok((const unsigned char *)value, strlen(value)))) {
+        *ok = false;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* Whether the path, the query arguments and a JSON body are UTF-8. */
+static bool request_utf8(http_req *r, const char *url)
+{
+    bool ok = utf8_ok((const unsigned char *)url, strlen(url));
+    if (ok)
+        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, arg_utf8, &ok);
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+    if (ok && r->body_len && ct && strncasecmp(ct, "application/json", 16) == 0)
+        ok = utf8_ok((const unsigned char *)r->body, r->body_len);
+    return ok;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -281,6 +341,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                     "method_not_allowed", 0);
         return http_reply_error(r, 404, "no such route", NULL, "not_found", 0);
     }
+    if (!request_utf8(r, url))
+        return http_reply_error(r, 400, "the path, query and JSON body must be UTF-8 text", NULL,
+                                "invalid_request", 0);
     return r->route->fn(r, r->route->arg);
 }
 

@@ -2,7 +2,8 @@
  *
  * This file is the daemon's configuration table and wiring: it loads the TLS files, starts the
  * HTTP server (http.c) with the route table, and keeps per-route metrics. Route handlers live
- * in their own files (openai.c, …). */
+ * in their own files (openai.c, …). It also serves the API's OpenAPI document
+ * (docs/openapi.json, embedded at build time by the Makefile) at GET /api/v1/openapi.json. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,22 @@ static char *read_file(const char *path)
     return buf;
 }
 
+/* docs/openapi.json, embedded by the Makefile (build/gen/openapi_json.c). */
+extern const char gw_openapi_json[];
+extern const size_t gw_openapi_json_len;
+
+static enum MHD_Result openapi_doc(http_req *r, void *arg)
+{
+    (void)arg;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        gw_openapi_json_len, (void *)gw_openapi_json, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "public, max-age=300");
+    return http_queue(r, 200, resp);
+}
+
 static pl_status gw_start(dmn *d, void *ctx)
 {
     gw *g = ctx;
@@ -119,6 +136,7 @@ static pl_status gw_start(dmn *d, void *ctx)
         {"GET", "/v1/models", oai_models, NULL},
         {"POST", "/v1/chat/completions", oai_chat_completions, NULL},
         {"GET", "/", root_page, NULL},
+        {"GET", "/api/v1/openapi.json", openapi_doc, NULL},
     };
     static http_route routes[64];
     size_t n_routes = 0;
