@@ -204,6 +204,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--levels", default="1,4,16,64")
+    ap.add_argument("--min-requests", type=int, default=8,
+                    help="requests per level at least (each level sends max(this, 2 x concurrency))")
     ap.add_argument("--json", help="also write all figures to this file")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -226,7 +228,7 @@ def main():
         run_http(host, port, "/v1/chat/completions", stack.api_key(), ps.MODEL_NAME, 1, 2,
                  a.max_tokens)  # warm-up
         for conc in levels:
-            n_req = max(4, 2 * conc)
+            n_req = max(a.min_requests, 2 * conc)
             s = run_http(host, port, "/v1/chat/completions", stack.api_key(), ps.MODEL_NAME,
                          conc, n_req, a.max_tokens)
             figures[f"stack c={conc}"] = s
