@@ -746,3 +746,42 @@ def test_turns_over_quota_are_refused_with_429(served):
     r = api(stack, f"/api/v1/conversations/{conv}/messages", "POST",
             {"content": "Hello?", "max_tokens": 4, "model": MODEL}, token=user["token"])
     assert r.status == 403, r.text
+
+
+@pytest.mark.timeout(240)
+def test_postgres_restart_mid_answer_loses_nothing(served):
+    """PostgreSQL goes away during an answer: history reports not ready, the answer still
+    streams, and once PostgreSQL is back the answer is saved and everything works again."""
+    stack = served
+    u = new_user(stack)
+    conv = create(stack, u["token"])
+    s = Sse(stack, f"/api/v1/conversations/{conv}/messages",
+            body={"content": "Describe a forest in three sentences.", "max_tokens": 60,
+                  "temperature": 0}, token=u["token"])
+    assert s.status == 200
+    events = s.events()
+    _, start = next(events)
+    aid = start["assistant_message_id"]
+    stack.stop(["postgres"])
+
+    def history_not_ready():
+        r = ps.http_request(stack["history"].admin_url("/readyz"), timeout=2)
+        return r is not None and r.status == 503
+    ps.wait_until(history_not_ready, 15, what="history to report PostgreSQL down")
+    text, done = "", None
+    for _, ev in events:
+        if ev["type"] == "delta":
+            text += ev["text"]
+        elif ev["type"] == "done":
+            done = ev
+            break
+    s.close()
+    assert done and done["status"] == "complete"
+    stack.start(["postgres"], timeout=60)
+    stack.wait_ready(["history"], timeout=60)
+    m = wait_message(stack, u["token"], conv, aid, lambda m: m["status"] == "complete",
+                     timeout=90, what="the answer saved after PostgreSQL came back")
+    assert m["content"] == text
+    # And the next turn works normally.
+    _, text2, done2, _ = turn(stack, u["token"], conv, "Thanks!")
+    assert done2["status"] == "complete"
