@@ -26,11 +26,11 @@ typedef struct bus_sub bus_sub;   /* a core subscription */
 typedef struct bus_pull bus_pull; /* a JetStream pull subscription on a durable consumer */
 
 typedef struct bus_opts {
-    const char *url;          /* "nats://127.0.0.1:4222"; comma-separated list allowed */
-    const char *name;         /* client name shown by the server ("parley-gateway") */
-    int64_t ping_interval_ms; /* 0 = 5000 */
-    int64_t reconnect_wait_ms;/* 0 = 500 */
-    int max_pings_out;        /* 0 = 2 */
+    const char *url;           /* "nats://127.0.0.1:4222"; comma-separated list allowed */
+    const char *name;          /* client name shown by the server ("parley-gateway") */
+    int64_t ping_interval_ms;  /* 0 = 5000 */
+    int64_t reconnect_wait_ms; /* 0 = 500 */
+    int max_pings_out;         /* 0 = 2 */
     void (*on_state)(bool connected, void *arg); /* optional; on a libnats thread */
     void *arg;
 } bus_opts;
@@ -62,8 +62,8 @@ void bus_unsubscribe(bus_sub *s);
 /* Request-reply: sends `data` and waits up to `timeout_ms` for one reply. On PL_OK *reply is
  * owned by the caller. PL_TIMEOUT when nobody answered in time, PL_UNAVAILABLE when no
  * responder is subscribed (the server says so at once). */
-pl_status bus_request(bus *b, const char *subject, const void *data, size_t len,
-                      int64_t timeout_ms, bus_msg **reply);
+pl_status bus_request(bus *b, const char *subject, const void *data, size_t len, int64_t timeout_ms,
+                      bus_msg **reply);
 /* Packs `req`, sends it, unpacks the reply with `desc` into *out (free with
  * protobuf_c_message_free_unpacked). PL_CORRUPT when the reply does not unpack. */
 pl_status bus_request_pb(bus *b, const char *subject, const ProtobufCMessage *req,
@@ -78,24 +78,24 @@ char *bus_new_inbox(bus *b);
 
 /* --- messages ------------------------------------------------------------------------------ */
 const char *bus_msg_subject(const bus_msg *m);
-const char *bus_msg_reply(const bus_msg *m);  /* NULL when none */
+const char *bus_msg_reply(const bus_msg *m); /* NULL when none */
 const void *bus_msg_data(const bus_msg *m);
 size_t bus_msg_len(const bus_msg *m);
 /* Unpacks the payload with `desc`; NULL (and PL_CORRUPT recorded) when it does not parse.
  * Free with protobuf_c_message_free_unpacked(x, NULL). */
 ProtobufCMessage *bus_msg_unpack(const bus_msg *m, const ProtobufCMessageDescriptor *desc);
-void bus_msg_destroy(bus_msg *m);  /* accepts NULL */
+void bus_msg_destroy(bus_msg *m); /* accepts NULL */
 
 /* --- JetStream ----------------------------------------------------------------------------- */
 typedef struct bus_stream_cfg {
-    const char *name;           /* "PARLEY_JOBS" */
-    const char *const *subjects;/* NULL-terminated */
-    bool work_queue;            /* WorkQueue retention (else Limits) */
-    int64_t max_age_ms;         /* 0 = unlimited */
-    int64_t max_bytes;          /* 0 = unlimited */
-    int64_t max_msgs;           /* 0 = unlimited */
-    int64_t duplicate_window_ms;/* 0 = server default (2 min) */
-    bool memory;                /* memory storage (else file) */
+    const char *name;            /* "PARLEY_JOBS" */
+    const char *const *subjects; /* NULL-terminated */
+    bool work_queue;             /* WorkQueue retention (else Limits) */
+    int64_t max_age_ms;          /* 0 = unlimited */
+    int64_t max_bytes;           /* 0 = unlimited */
+    int64_t max_msgs;            /* 0 = unlimited */
+    int64_t duplicate_window_ms; /* 0 = server default (2 min) */
+    bool memory;                 /* memory storage (else file) */
 } bus_stream_cfg;
 
 /* Creates the stream, or updates it to `c` when it exists. Idempotent; safe from several
@@ -136,17 +136,17 @@ pl_status bus_js_subscribe_ordered(bus *b, const char *stream, const char *subje
  * (bus_pull_destroy). */
 pl_status bus_pull_create(bus *b, const char *stream, const char *durable,
                           const char *filter_subject, bus_pull **out);
-void bus_pull_destroy(bus_pull *p);  /* accepts NULL */
+void bus_pull_destroy(bus_pull *p); /* accepts NULL */
 
 /* Fetches up to `max` messages, waiting at most `timeout_ms` for the first. On PL_OK,
  * msgs[0..*n) are owned by the caller (each acked/nak'd/termed, then destroyed). Returns
  * PL_TIMEOUT with *n = 0 when nothing came. */
 pl_status bus_fetch(bus_pull *p, int max, int64_t timeout_ms, bus_msg **msgs, int *n);
 
-pl_status bus_ack(bus_msg *m);            /* waits for the server's confirmation */
-pl_status bus_in_progress(bus_msg *m);    /* resets the ack timer */
+pl_status bus_ack(bus_msg *m);                   /* waits for the server's confirmation */
+pl_status bus_in_progress(bus_msg *m);           /* resets the ack timer */
 pl_status bus_nak(bus_msg *m, int64_t delay_ms); /* redeliver after delay (0 = now) */
-pl_status bus_term(bus_msg *m);           /* never redeliver */
+pl_status bus_term(bus_msg *m);                  /* never redeliver */
 /* The delivery count of a JetStream message (1 on first delivery), 0 if unknown. */
 uint64_t bus_msg_delivery_count(const bus_msg *m);
 /* The stream sequence of a JetStream message, 0 if unknown. */
@@ -162,8 +162,8 @@ pl_status bus_consumer_lag(bus *b, const char *stream, const char *durable, uint
  * workers use it to fetch only as many jobs as they have free slots. */
 typedef struct bus_pull_loop bus_pull_loop;
 typedef int (*bus_want_fn)(void *arg);
-pl_status bus_pull_loop_start(bus_pull *p, int batch, bus_want_fn want, bus_handler h,
-                              void *arg, bus_pull_loop **out);
+pl_status bus_pull_loop_start(bus_pull *p, int batch, bus_want_fn want, bus_handler h, void *arg,
+                              bus_pull_loop **out);
 /* Stops fetching, waits for the thread (at most one fetch timeout), frees. Accepts NULL. */
 void bus_pull_loop_stop(bus_pull_loop *l);
 

@@ -22,17 +22,29 @@
 #define QK4_0 32
 #define QK4_1 32
 #define QK8_0 32
-#define QK_K 256
+#define QK_K  256
 
 typedef uint16_t qt_f16; /* IEEE half, bit pattern */
 typedef uint16_t qt_bf16;
 
-typedef struct { qt_f16 d; uint8_t qs[QK4_0 / 2]; } blk_q4_0;           /* 18 bytes */
-typedef struct { qt_f16 d, m; uint8_t qs[QK4_1 / 2]; } blk_q4_1;        /* 20 bytes */
-typedef struct { qt_f16 d; int8_t qs[QK8_0]; } blk_q8_0;                /* 34 bytes */
+typedef struct {
+    qt_f16 d;
+    uint8_t qs[QK4_0 / 2];
+} blk_q4_0; /* 18 bytes */
+typedef struct {
+    qt_f16 d, m;
+    uint8_t qs[QK4_1 / 2];
+} blk_q4_1; /* 20 bytes */
+typedef struct {
+    qt_f16 d;
+    int8_t qs[QK8_0];
+} blk_q8_0; /* 34 bytes */
 /* Activation block for Q4_1-style dots: d, and s = d * sum(qs) (kept as float). Its traits are
  * those of GGML_Q8_1 here (40 bytes), which is NOT ggml's 36-byte file Q8_1 block. */
-typedef struct { float d, s; int8_t qs[QK8_0]; } blk_q8_1f;
+typedef struct {
+    float d, s;
+    int8_t qs[QK8_0];
+} blk_q8_1f;
 
 /* Scalar half/bfloat conversions (the reference); fast paths may use F16C. */
 float qt_f16_to_f32(qt_f16 h);
@@ -50,9 +62,9 @@ typedef float (*qt_dot_fn)(const void *w, const void *x, int64_t n);
 
 typedef struct qt_traits {
     const char *name;
-    int64_t block;         /* values per block */
-    size_t block_bytes;    /* bytes per block */
-    gguf_ttype vec_dot_type;  /* what activations are quantised to for dot products */
+    int64_t block;             /* values per block */
+    size_t block_bytes;        /* bytes per block */
+    gguf_ttype vec_dot_type;   /* what activations are quantised to for dot products */
     qt_dequant_fn dequant;     /* fast path */
     qt_dot_fn dot;             /* fast path */
     qt_quantize_fn quantize;   /* quantise a float row into THIS type (used for activations when
@@ -82,7 +94,7 @@ void qt_matvec_rows(gguf_ttype wt, const void *W, int64_t cols, const void *xq, 
 /* Batched form: for B activation rows (each quantised, stride xq_stride bytes), computes
  * Y[b][r] (row stride ldy floats) for r in [r0, r1). Each weight row is read once and dotted
  * with all B activations while it is in cache: this is what makes batched decode pay. */
-void qt_matmul_rows(gguf_ttype wt, const void *W, int64_t cols, const void *xq,
-                    size_t xq_stride, int B, float *Y, int64_t ldy, int64_t r0, int64_t r1);
+void qt_matmul_rows(gguf_ttype wt, const void *W, int64_t cols, const void *xq, size_t xq_stride,
+                    int B, float *Y, int64_t ldy, int64_t r0, int64_t r1);
 
 #endif
