@@ -54,7 +54,7 @@ def restart_with(stack, args):
     stack.extra_args.clear()
     stack.extra_args.update(args)
     stack.start(["infer-gateway", "worker"], timeout=60)
-    ps.wait_until(lambda: model_listed(stack), 15, what="model listed")
+    ps.wait_until(lambda: model_listed(stack), 30, what="model listed")
 
 
 def model_listed(stack):
@@ -308,7 +308,7 @@ def test_killing_a_worker_ends_every_stream(serving):
         for t in threads:
             t.start()
         ps.wait_until(lambda: metric(serving, "worker", "parley_num_requests_running",
-                                     {"model": MODEL}) > 0, 20, what="streams running")
+                                     {"model": MODEL}) > 0, 40, what="streams running")
         time.sleep(1.0)
         serving["worker"].kill(signal.SIGKILL)
         for t in threads:
