@@ -48,6 +48,14 @@ void *hs_alloc(hs_arena *a, size_t n);       /* zeroed */
 char *hs_strdup(hs_arena *a, const char *s); /* NULL → "" */
 char *hs_strndup(hs_arena *a, const char *s, size_t n);
 
+/* Database access for ops, shared by every op module. hs_conn lends a pooled connection
+ * (PL_UNAVAILABLE, "the database is unavailable / busy", when none can be had); hs_release
+ * returns it, rolling back a transaction a failure left open; hs_query is the three in one for a
+ * single statement (on PL_OK *res is the caller's to PQclear). */
+pl_status hs_conn(hs_env *e, PGconn **c);
+void hs_release(hs_env *e, PGconn *c);
+pl_status hs_query(hs_env *e, const char *sql, int n, const char *const *params, PGresult **res);
+
 /* A fresh id: 32 lowercase hex characters of randomness, in the arena. */
 char *hs_new_id(hs_arena *a);
 

@@ -27,7 +27,6 @@
 #include "log.h"
 #include "ops.h"
 
-#define DB_WAIT_MS         3000
 #define MINUTE_MS          60000LL
 #define DAY_MS             86400000LL
 #define DEFAULT_IDLE_MS    (7 * DAY_MS)
@@ -55,17 +54,6 @@
 /* --- small helpers ------------------------------------------------------------------------- */
 
 /* One statement on a pooled connection. */
-static pl_status run(hs_env *e, const char *sql, int n, const char *const *params, PGresult **res)
-{
-    PGconn *c;
-    pl_status s = db_acquire(e->db, DB_WAIT_MS, &c);
-    if (s != PL_OK)
-        return s;
-    s = db_exec(c, sql, n, params, res);
-    db_release(e->db, c);
-    return s;
-}
-
 static const char *val(const PGresult *r, int row, int col)
 {
     return PQgetvalue(r, row, col);
@@ -178,7 +166,7 @@ static pl_status require_admin(hs_env *e, const char *user_id)
     const char *p[] = {user_id};
     PGresult *r = NULL;
     pl_status s =
-        run(e, "SELECT 1 FROM users WHERE id = $1 AND is_admin AND NOT disabled", 1, p, &r);
+        hs_query(e, "SELECT 1 FROM users WHERE id = $1 AND is_admin AND NOT disabled", 1, p, &r);
     if (s != PL_OK)
         return s;
     bool ok = PQntuples(r) == 1;
@@ -199,10 +187,10 @@ static pl_status tokens_today(hs_env *e, hs_arena *a, const char *uid, int64_t d
         return PL_OK;
     const char *p[] = {uid, num(a, day)};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "SELECT prompt_tokens + completion_tokens FROM usage_daily"
-                      " WHERE user_id = $1 AND day = date '1970-01-01' + $2::int",
-                      2, p, &r);
+    pl_status s = hs_query(e,
+                           "SELECT prompt_tokens + completion_tokens FROM usage_daily"
+                           " WHERE user_id = $1 AND day = date '1970-01-01' + $2::int",
+                           2, p, &r);
     if (s != PL_OK)
         return s;
     *used = PQntuples(r) ? val_i64(r, 0, 0) : 0;
@@ -265,11 +253,11 @@ static pl_status quota_fill(hs_env *e, hs_arena *a, const char *rid, const char 
                        t->name, t->requests_per_minute, (q->minute_reset_ms - now + 999) / 1000);
     /* The record of requests per day; a failure here does not refuse the request. */
     const char *p[] = {uid, num(a, day)};
-    if (run(e,
-            "INSERT INTO usage_daily (user_id, day, requests) VALUES ($1, date '1970-01-01' + "
-            "$2::int, 1) ON CONFLICT (user_id, day) DO UPDATE SET requests = "
-            "usage_daily.requests + 1",
-            2, p, NULL) != PL_OK)
+    if (hs_query(e,
+                 "INSERT INTO usage_daily (user_id, day, requests) VALUES ($1, date '1970-01-01' + "
+                 "$2::int, 1) ON CONFLICT (user_id, day) DO UPDATE SET requests = "
+                 "usage_daily.requests + 1",
+                 2, p, NULL) != PL_OK)
         LOGW(rid, "quota: cannot record the request: %s", pl_err_last());
     return PL_OK;
 }
@@ -292,10 +280,10 @@ static pl_status load_tier(hs_env *e, hs_arena *a, const char *uid, Parley__V1__
         return PL_ERRF(PL_INVALID, "user_id is required");
     const char *p[] = {uid};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "SELECT " TIER_COLS " FROM users u JOIN tiers t ON t.name = u.tier"
-                      " WHERE u.id = $1",
-                      1, p, &r);
+    pl_status s = hs_query(e,
+                           "SELECT " TIER_COLS " FROM users u JOIN tiers t ON t.name = u.tier"
+                           " WHERE u.id = $1",
+                           1, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) != 1) {
@@ -326,7 +314,7 @@ static pl_status op_user_create(hs_env *e, const Parley__V1__HistoryRequest *rq,
     if (!p[0])
         return PL_ERRF(PL_NOMEM, "out of memory");
     PGconn *c;
-    pl_status s = db_acquire(e->db, DB_WAIT_MS, &c);
+    pl_status s = hs_conn(e, &c);
     if (s != PL_OK)
         return s;
     PGresult *r = NULL;
@@ -345,13 +333,13 @@ static pl_status op_user_create(hs_env *e, const Parley__V1__HistoryRequest *rq,
         char why[512];
         snprintf(why, sizeof why, "%s", pl_err_last());
         PQclear(PQexec(c, "ROLLBACK"));
-        db_release(e->db, c);
+        hs_release(e, c);
         PQclear(r);
         if (s == PL_EXISTS)
             return PL_ERRF(PL_EXISTS, "an account with this email already exists");
         return PL_ERRF(s, "%s", why);
     }
-    db_release(e->db, c);
+    hs_release(e, c);
     rp->user = user_from(a, r, 0, 0);
     PQclear(r);
     if (!rp->user)
@@ -371,10 +359,10 @@ static pl_status op_user_by_email(hs_env *e, const Parley__V1__HistoryRequest *r
         return PL_ERRF(PL_INVALID, "user.email is required");
     const char *p[] = {email};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "SELECT " USER_COLS ", u.password_hash FROM users u"
-                      " WHERE lower(u.email) = lower($1)",
-                      1, p, &r);
+    pl_status s = hs_query(e,
+                           "SELECT " USER_COLS ", u.password_hash FROM users u"
+                           " WHERE lower(u.email) = lower($1)",
+                           1, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) != 1) {
@@ -395,7 +383,7 @@ static pl_status op_user_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return PL_ERRF(PL_INVALID, "user_id is required");
     const char *p[] = {rq->user_id};
     PGresult *r = NULL;
-    pl_status s = run(e, "SELECT " USER_COLS " FROM users u WHERE u.id = $1", 1, p, &r);
+    pl_status s = hs_query(e, "SELECT " USER_COLS " FROM users u WHERE u.id = $1", 1, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) != 1) {
@@ -419,10 +407,10 @@ static pl_status op_user_update(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return PL_ERRF(PL_INVALID, "custom_instructions is longer than %d bytes", MAX_INSTRUCTIONS);
     const char *p[] = {rq->user_id, ci};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "UPDATE users u SET custom_instructions = $2 WHERE u.id = $1"
-                      " RETURNING " USER_COLS,
-                      2, p, &r);
+    pl_status s = hs_query(e,
+                           "UPDATE users u SET custom_instructions = $2 WHERE u.id = $1"
+                           " RETURNING " USER_COLS,
+                           2, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) != 1) {
@@ -446,11 +434,11 @@ static pl_status op_session_create(hs_env *e, const Parley__V1__HistoryRequest *
         return PL_ERRF(PL_INVALID, "user_id and token_hash (sha-256 hex) are required");
     int64_t exp = rq->expires_ms > 0 ? rq->expires_ms : dmn_wall_ms() + DEFAULT_SESSION_MS;
     const char *p[] = {rq->token_hash, rq->user_id, num(a, exp)};
-    pl_status s = run(e,
-                      "WITH gone AS (DELETE FROM sessions WHERE user_id = $2 AND expires_at <"
-                      " now()) INSERT INTO sessions (token_hash, user_id, expires_at)"
-                      " VALUES ($1, $2, to_timestamp($3::bigint / 1000.0))",
-                      3, p, NULL);
+    pl_status s = hs_query(e,
+                           "WITH gone AS (DELETE FROM sessions WHERE user_id = $2 AND expires_at <"
+                           " now()) INSERT INTO sessions (token_hash, user_id, expires_at)"
+                           " VALUES ($1, $2, to_timestamp($3::bigint / 1000.0))",
+                           3, p, NULL);
     if (s == PL_DB && strstr(pl_err_last(), "foreign key"))
         return PL_ERRF(PL_NOT_FOUND, "no such user");
     return s;
@@ -470,7 +458,7 @@ static pl_status op_session_lookup(hs_env *e, const Parley__V1__HistoryRequest *
     int64_t touch = idle / 4 < MINUTE_MS ? idle / 4 : MINUTE_MS;
     const char *p[] = {rq->token_hash, num(a, idle), num(a, touch)};
     PGresult *r = NULL;
-    pl_status s = run(
+    pl_status s = hs_query(
         e,
         "WITH s AS (SELECT s.token_hash, s.last_seen_at, " USER_COLS ", " TIER_COLS
         " FROM sessions s JOIN users u ON u.id = s.user_id JOIN tiers t ON t.name = u.tier"
@@ -504,7 +492,7 @@ static pl_status op_session_delete(hs_env *e, const Parley__V1__HistoryRequest *
         return PL_ERRF(PL_INVALID, "token_hash (sha-256 hex) is required");
     const char *p[] = {rq->token_hash};
     PGresult *r = NULL;
-    pl_status s = run(e, "DELETE FROM sessions WHERE token_hash = $1", 1, p, &r);
+    pl_status s = hs_query(e, "DELETE FROM sessions WHERE token_hash = $1", 1, p, &r);
     if (s != PL_OK)
         return s;
     rp->count = strtoull(PQcmdTuples(r), NULL, 10);
@@ -529,12 +517,12 @@ static pl_status op_apikey_create(hs_env *e, const Parley__V1__HistoryRequest *r
     const char *p[] = {rq->user_id,    hs_new_id(a),        name,
                        rq->token_hash, rq->api_key->prefix, num(a, MAX_API_KEYS)};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "INSERT INTO api_keys AS k (user_id, id, name, key_hash, prefix)"
-                      " SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM api_keys"
-                      " WHERE user_id = $1 AND revoked_at IS NULL) < $6::int"
-                      " RETURNING " KEY_COLS,
-                      6, p, &r);
+    pl_status s = hs_query(e,
+                           "INSERT INTO api_keys AS k (user_id, id, name, key_hash, prefix)"
+                           " SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM api_keys"
+                           " WHERE user_id = $1 AND revoked_at IS NULL) < $6::int"
+                           " RETURNING " KEY_COLS,
+                           6, p, &r);
     if (s == PL_DB && strstr(pl_err_last(), "foreign key"))
         return PL_ERRF(PL_NOT_FOUND, "no such user");
     if (s != PL_OK)
@@ -557,11 +545,11 @@ static pl_status op_apikey_list(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return PL_ERRF(PL_INVALID, "user_id is required");
     const char *p[] = {rq->user_id, rq->flag ? "t" : "f"};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "SELECT " KEY_COLS " FROM api_keys k WHERE k.user_id = $1"
-                      " AND ($2::boolean OR k.revoked_at IS NULL)"
-                      " ORDER BY k.created_at DESC, k.id LIMIT 200",
-                      2, p, &r);
+    pl_status s = hs_query(e,
+                           "SELECT " KEY_COLS " FROM api_keys k WHERE k.user_id = $1"
+                           " AND ($2::boolean OR k.revoked_at IS NULL)"
+                           " ORDER BY k.created_at DESC, k.id LIMIT 200",
+                           2, p, &r);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);
@@ -584,10 +572,10 @@ static pl_status op_apikey_revoke(hs_env *e, const Parley__V1__HistoryRequest *r
         return PL_ERRF(PL_INVALID, "user_id and api_key.id are required");
     const char *p[] = {rq->user_id, rq->api_key->id};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())"
-                      " WHERE k.user_id = $1 AND k.id = $2 RETURNING " KEY_COLS,
-                      2, p, &r);
+    pl_status s = hs_query(e,
+                           "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())"
+                           " WHERE k.user_id = $1 AND k.id = $2 RETURNING " KEY_COLS,
+                           2, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) != 1) {
@@ -610,16 +598,16 @@ static pl_status op_apikey_lookup(hs_env *e, const Parley__V1__HistoryRequest *r
     const char *p[] = {rq->token_hash};
     PGresult *r = NULL;
     pl_status s =
-        run(e,
-            "WITH k AS (SELECT " KEY_COLS ", k.user_id AS key_user, k.last_used_at, " USER_COLS
-            ", " TIER_COLS " FROM api_keys k JOIN users u ON u.id = k.user_id"
-            " JOIN tiers t ON t.name = u.tier"
-            " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND NOT u.disabled),"
-            " touch AS (UPDATE api_keys SET last_used_at = now() FROM k"
-            " WHERE api_keys.user_id = k.key_user AND api_keys.id = k.key_id"
-            " AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute'))"
-            " SELECT * FROM k",
-            1, p, &r);
+        hs_query(e,
+                 "WITH k AS (SELECT " KEY_COLS ", k.user_id AS key_user, k.last_used_at, " USER_COLS
+                 ", " TIER_COLS " FROM api_keys k JOIN users u ON u.id = k.user_id"
+                 " JOIN tiers t ON t.name = u.tier"
+                 " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND NOT u.disabled),"
+                 " touch AS (UPDATE api_keys SET last_used_at = now() FROM k"
+                 " WHERE api_keys.user_id = k.key_user AND api_keys.id = k.key_id"
+                 " AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute'))"
+                 " SELECT * FROM k",
+                 1, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) != 1) {
@@ -651,7 +639,7 @@ static pl_status op_tier_list(hs_env *e, const Parley__V1__HistoryRequest *rq,
     (void)rq;
     PGresult *r = NULL;
     pl_status s =
-        run(e, "SELECT " TIER_COLS " FROM tiers t ORDER BY t.priority, t.name", 0, NULL, &r);
+        hs_query(e, "SELECT " TIER_COLS " FROM tiers t ORDER BY t.priority, t.name", 0, NULL, &r);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);
@@ -716,17 +704,17 @@ static pl_status op_tier_set(hs_env *e, const Parley__V1__HistoryRequest *rq,
                        num(a, t->priority),
                        num(a, t->max_tokens)};
     PGresult *r = NULL;
-    s = run(e,
-            "INSERT INTO tiers AS t (name, models, context_window, requests_per_minute,"
-            " tokens_per_day, priority, max_tokens) VALUES ($1, CASE WHEN $2 = '' THEN"
-            " '{}'::text[] ELSE string_to_array($2, E'\\n') END, $3, $4, $5, $6, $7)"
-            " ON CONFLICT (name) DO UPDATE SET models = EXCLUDED.models,"
-            " context_window = EXCLUDED.context_window,"
-            " requests_per_minute = EXCLUDED.requests_per_minute,"
-            " tokens_per_day = EXCLUDED.tokens_per_day, priority = EXCLUDED.priority,"
-            " max_tokens = EXCLUDED.max_tokens, updated_at = now()"
-            " RETURNING " TIER_COLS,
-            7, p, &r);
+    s = hs_query(e,
+                 "INSERT INTO tiers AS t (name, models, context_window, requests_per_minute,"
+                 " tokens_per_day, priority, max_tokens) VALUES ($1, CASE WHEN $2 = '' THEN"
+                 " '{}'::text[] ELSE string_to_array($2, E'\\n') END, $3, $4, $5, $6, $7)"
+                 " ON CONFLICT (name) DO UPDATE SET models = EXCLUDED.models,"
+                 " context_window = EXCLUDED.context_window,"
+                 " requests_per_minute = EXCLUDED.requests_per_minute,"
+                 " tokens_per_day = EXCLUDED.tokens_per_day, priority = EXCLUDED.priority,"
+                 " max_tokens = EXCLUDED.max_tokens, updated_at = now()"
+                 " RETURNING " TIER_COLS,
+                 7, p, &r);
     if (s != PL_OK)
         return s;
     rp->tier = tier_from(a, r, 0, 0);
@@ -763,14 +751,14 @@ static pl_status op_usage_add(hs_env *e, const Parley__V1__HistoryRequest *rq,
     const char *p[] = {rq->user_id, num(a, day), num(a, rq->usage->prompt_tokens),
                        num(a, rq->usage->completion_tokens)};
     PGresult *r = NULL;
-    pl_status s = run(e,
-                      "INSERT INTO usage_daily AS d (user_id, day, prompt_tokens,"
-                      " completion_tokens) VALUES ($1, date '1970-01-01' + $2::int, $3, $4)"
-                      " ON CONFLICT (user_id, day) DO UPDATE SET"
-                      " prompt_tokens = d.prompt_tokens + EXCLUDED.prompt_tokens,"
-                      " completion_tokens = d.completion_tokens + EXCLUDED.completion_tokens"
-                      " RETURNING d.prompt_tokens + d.completion_tokens",
-                      4, p, &r);
+    pl_status s = hs_query(e,
+                           "INSERT INTO usage_daily AS d (user_id, day, prompt_tokens,"
+                           " completion_tokens) VALUES ($1, date '1970-01-01' + $2::int, $3, $4)"
+                           " ON CONFLICT (user_id, day) DO UPDATE SET"
+                           " prompt_tokens = d.prompt_tokens + EXCLUDED.prompt_tokens,"
+                           " completion_tokens = d.completion_tokens + EXCLUDED.completion_tokens"
+                           " RETURNING d.prompt_tokens + d.completion_tokens",
+                           4, p, &r);
     if (s == PL_DB && strstr(pl_err_last(), "foreign key"))
         return PL_ERRF(PL_NOT_FOUND, "no such user");
     if (s != PL_OK)
@@ -883,12 +871,12 @@ static pl_status op_admin_users(hs_env *e, const Parley__V1__HistoryRequest *rq,
     uint32_t limit = rq->limit == 0 ? 50 : rq->limit > 200 ? 200 : rq->limit;
     const char *p[] = {rq->cursor ? rq->cursor : "", rq->query ? rq->query : "", num(a, limit)};
     PGresult *r = NULL;
-    s = run(e,
-            "SELECT " USER_COLS " FROM users u WHERE ($1 = '' OR (u.created_at, u.id) >"
-            " (SELECT created_at, id FROM users WHERE id = $1))"
-            " AND ($2 = '' OR strpos(lower(u.email), lower($2)) > 0)"
-            " ORDER BY u.created_at, u.id LIMIT $3::int",
-            3, p, &r);
+    s = hs_query(e,
+                 "SELECT " USER_COLS " FROM users u WHERE ($1 = '' OR (u.created_at, u.id) >"
+                 " (SELECT created_at, id FROM users WHERE id = $1))"
+                 " AND ($2 = '' OR strpos(lower(u.email), lower($2)) > 0)"
+                 " ORDER BY u.created_at, u.id LIMIT $3::int",
+                 3, p, &r);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);
@@ -918,10 +906,10 @@ static pl_status op_admin_set_tier(hs_env *e, const Parley__V1__HistoryRequest *
         return PL_ERRF(PL_INVALID, "user.id and user.tier are required");
     const char *p[] = {rq->user->id, rq->user->tier};
     PGresult *r = NULL;
-    s = run(e,
-            "SELECT (SELECT count(*) FROM tiers WHERE name = $2),"
-            " (SELECT count(*) FROM users WHERE id = $1)",
-            2, p, &r);
+    s = hs_query(e,
+                 "SELECT (SELECT count(*) FROM tiers WHERE name = $2),"
+                 " (SELECT count(*) FROM users WHERE id = $1)",
+                 2, p, &r);
     if (s != PL_OK)
         return s;
     bool tier_ok = val_i64(r, 0, 0) == 1, user_ok = val_i64(r, 0, 1) == 1;
@@ -930,7 +918,7 @@ static pl_status op_admin_set_tier(hs_env *e, const Parley__V1__HistoryRequest *
         return PL_ERRF(PL_INVALID, "no tier named '%s'", rq->user->tier);
     if (!user_ok)
         return PL_ERRF(PL_NOT_FOUND, "no such user");
-    s = run(e, "UPDATE users u SET tier = $2 WHERE u.id = $1 RETURNING " USER_COLS, 2, p, &r);
+    s = hs_query(e, "UPDATE users u SET tier = $2 WHERE u.id = $1 RETURNING " USER_COLS, 2, p, &r);
     if (s != PL_OK)
         return s;
     rp->user = PQntuples(r) == 1 ? user_from(a, r, 0, 0) : NULL;
@@ -953,14 +941,14 @@ static pl_status op_admin_usage(hs_env *e, const Parley__V1__HistoryRequest *rq,
     uint32_t days = rq->limit == 0 ? 1 : rq->limit > 92 ? 92 : rq->limit;
     const char *p[] = {num(a, dmn_wall_ms() / DAY_MS), num(a, days)};
     PGresult *r = NULL;
-    s = run(e,
-            "SELECT d.user_id, u.email, to_char(d.day, 'YYYY-MM-DD'), d.requests,"
-            " d.prompt_tokens, d.completion_tokens FROM usage_daily d"
-            " JOIN users u ON u.id = d.user_id"
-            " WHERE d.day > date '1970-01-01' + $1::int - $2::int"
-            " ORDER BY d.day DESC, d.prompt_tokens + d.completion_tokens DESC, d.user_id"
-            " LIMIT 1000",
-            2, p, &r);
+    s = hs_query(e,
+                 "SELECT d.user_id, u.email, to_char(d.day, 'YYYY-MM-DD'), d.requests,"
+                 " d.prompt_tokens, d.completion_tokens FROM usage_daily d"
+                 " JOIN users u ON u.id = d.user_id"
+                 " WHERE d.day > date '1970-01-01' + $1::int - $2::int"
+                 " ORDER BY d.day DESC, d.prompt_tokens + d.completion_tokens DESC, d.user_id"
+                 " LIMIT 1000",
+                 2, p, &r);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);

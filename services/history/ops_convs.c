@@ -28,7 +28,6 @@
 #include "log.h"
 #include "ops_convs.h"
 
-#define HSC_DB_WAIT_MS    3000
 #define HSC_CTX_MAX       200        /* messages kept in a context entry */
 #define HSC_CTX_MAX_BYTES (2u << 20) /* larger entries are not cached */
 #define HSC_CTX_TTL_S     3600
@@ -49,26 +48,6 @@
     " (extract(epoch FROM created_at) * 1000)::bigint"
 
 /* --- shared helpers (ops_convs.h) ---------------------------------------------------------- */
-
-pl_status hsc_conn(hs_env *e, PGconn **c)
-{
-    pl_status s = db_acquire(e->db, HSC_DB_WAIT_MS, c);
-    if (s == PL_DB)
-        return PL_ERRF(PL_UNAVAILABLE, "the database is unavailable");
-    if (s == PL_TIMEOUT)
-        return PL_ERRF(PL_UNAVAILABLE, "the database is busy");
-    return s;
-}
-
-void hsc_release(hs_env *e, PGconn *c)
-{
-    if (!c)
-        return;
-    PGTransactionStatusType ts = PQtransactionStatus(c);
-    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
-        PQclear(PQexec(c, "ROLLBACK"));
-    db_release(e->db, c);
-}
 
 pl_status hsc_need_user(const Parley__V1__HistoryRequest *rq)
 {
@@ -247,7 +226,7 @@ static pl_status op_conv_create(hs_env *e, const Parley__V1__HistoryRequest *rq,
     if (!id)
         return PL_ERRF(PL_NOMEM, "out of memory");
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     const char *p[] = {rq->user_id, id, in && in->title ? in->title : "",
                        in && in->model ? in->model : ""};
@@ -262,7 +241,7 @@ static pl_status op_conv_create(hs_env *e, const Parley__V1__HistoryRequest *rq,
         if (!rp->conversation)
             s = PL_ERRF(PL_NOMEM, "out of memory");
     }
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -312,7 +291,7 @@ static pl_status op_conv_list(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return PL_ERRF(PL_INVALID, "the cursor is not valid");
     hsc_i64(lim, (int64_t)limit + 1);
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     PGresult *r = NULL;
     if (paged) {
@@ -331,7 +310,7 @@ static pl_status op_conv_list(hs_env *e, const Parley__V1__HistoryRequest *rq,
                     " ORDER BY updated_at DESC, id DESC LIMIT $2::int",
                     2, p, &r);
     }
-    hsc_release(e, c);
+    hs_release(e, c);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);
@@ -363,23 +342,19 @@ static pl_status op_conv_search(hs_env *e, const Parley__V1__HistoryRequest *rq,
         limit = HSC_LIST_MAX;
     char lim[24];
     const char *p[] = {rq->user_id, rq->query, hsc_i64(lim, limit)};
-    PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
-        return s;
     PGresult *r = NULL;
-    s = db_exec(c,
-                "WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS q)"
-                " SELECT c.id, c.title, c.model, coalesce(c.active_leaf_id, ''),"
-                " (extract(epoch FROM c.created_at) * 1000)::bigint,"
-                " (extract(epoch FROM c.updated_at) * 1000)::bigint"
-                " FROM conversations c, q WHERE c.user_id = $1 AND ("
-                "  strpos(lower(c.title), lower($2)) > 0"
-                "  OR to_tsvector('simple', c.title) @@ q.q"
-                "  OR EXISTS (SELECT 1 FROM messages m WHERE m.user_id = $1"
-                "             AND m.conversation_id = c.id AND m.search @@ q.q))"
-                " ORDER BY c.updated_at DESC, c.id DESC LIMIT $3::int",
-                3, p, &r);
-    hsc_release(e, c);
+    s = hs_query(e,
+                 "WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS q)"
+                 " SELECT c.id, c.title, c.model, coalesce(c.active_leaf_id, ''),"
+                 " (extract(epoch FROM c.created_at) * 1000)::bigint,"
+                 " (extract(epoch FROM c.updated_at) * 1000)::bigint"
+                 " FROM conversations c, q WHERE c.user_id = $1 AND ("
+                 "  strpos(lower(c.title), lower($2)) > 0"
+                 "  OR to_tsvector('simple', c.title) @@ q.q"
+                 "  OR EXISTS (SELECT 1 FROM messages m WHERE m.user_id = $1"
+                 "             AND m.conversation_id = c.id AND m.search @@ q.q))"
+                 " ORDER BY c.updated_at DESC, c.id DESC LIMIT $3::int",
+                 3, p, &r);
     if (s != PL_OK)
         return s;
     s = fill_conversations(a, r, PQntuples(r), rp);
@@ -397,7 +372,7 @@ static pl_status op_conv_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return s;
     const char *conv = rq->conversation && rq->conversation->id ? rq->conversation->id : "";
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     ct_tree *t = NULL;
     s = hsc_conv_get(c, rq->user_id, conv, a, &rp->conversation);
@@ -407,7 +382,7 @@ static pl_status op_conv_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
         s = hsc_fill_branch(c, rq->user_id, conv, t, ct_find(t, rp->conversation->active_leaf_id),
                             rp, a);
     ct_free(t);
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -426,7 +401,7 @@ static pl_status op_conv_rename(hs_env *e, const Parley__V1__HistoryRequest *rq,
     if (s != PL_OK)
         return s;
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     const char *p[] = {rq->user_id, in->id ? in->id : "", in->title};
     PGresult *r = NULL;
@@ -444,7 +419,7 @@ static pl_status op_conv_rename(hs_env *e, const Parley__V1__HistoryRequest *rq,
         if (rp->count == 0 && !rq->flag)
             s = PL_ERRF(PL_NOT_FOUND, "conversation not found");
     }
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -459,7 +434,7 @@ static pl_status op_conv_set_model(hs_env *e, const Parley__V1__HistoryRequest *
     if (s != PL_OK)
         return s;
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     const char *p[] = {rq->user_id, in->id ? in->id : "", in->model};
     PGresult *r = NULL;
@@ -474,7 +449,7 @@ static pl_status op_conv_set_model(hs_env *e, const Parley__V1__HistoryRequest *
             s = PL_ERRF(PL_NOMEM, "out of memory");
         PQclear(r);
     }
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -490,7 +465,7 @@ static pl_status op_conv_delete(hs_env *e, const Parley__V1__HistoryRequest *rq,
     const char *p[] = {rq->user_id,
                        rq->conversation && rq->conversation->id ? rq->conversation->id : ""};
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     PGresult *r = NULL;
     s = db_exec(c, "BEGIN", 0, NULL, NULL);
@@ -510,7 +485,7 @@ static pl_status op_conv_delete(hs_env *e, const Parley__V1__HistoryRequest *rq,
                     2, p, NULL);
     if (s == PL_OK)
         s = db_exec(c, "COMMIT", 0, NULL, NULL);
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -717,7 +692,7 @@ static pl_status op_context_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
     if (mq && mq->n_upload_ids > HSC_MAX_UPLOADS)
         return PL_ERRF(PL_INVALID, "at most %d uploads per message", HSC_MAX_UPLOADS);
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     const char *p[] = {rq->user_id, conv};
     PGresult *r = NULL;
@@ -733,7 +708,7 @@ static pl_status op_context_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
         s = PL_ERRF(PL_NOT_FOUND, "conversation not found");
     }
     if (s != PL_OK) {
-        hsc_release(e, c);
+        hs_release(e, c);
         return s;
     }
     rp->conversation = conv_from_row(a, r, 0);
@@ -745,7 +720,7 @@ static pl_status op_context_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
     }
     PQclear(r);
     if (!rp->conversation || !rp->user) {
-        hsc_release(e, c);
+        hs_release(e, c);
         return PL_ERRF(PL_NOMEM, "out of memory");
     }
 
@@ -778,7 +753,7 @@ static pl_status op_context_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
         if (s == PL_OK && rp->n_uploads - before != mq->n_upload_ids)
             s = PL_ERRF(PL_NOT_FOUND, "upload not found");
     }
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -819,15 +794,11 @@ static pl_status op_msg_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return s;
     const char *conv = rq->conversation && rq->conversation->id ? rq->conversation->id : "";
     const char *p[] = {rq->user_id, conv, rq->message && rq->message->id ? rq->message->id : ""};
-    PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
-        return s;
     PGresult *r = NULL;
-    s = db_exec(c,
-                "SELECT " HSC_MSG_COLS " FROM messages WHERE user_id = $1"
-                " AND conversation_id = $2 AND id = $3",
-                3, p, &r);
-    hsc_release(e, c);
+    s = hs_query(e,
+                 "SELECT " HSC_MSG_COLS " FROM messages WHERE user_id = $1"
+                 " AND conversation_id = $2 AND id = $3",
+                 3, p, &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) == 0)
@@ -977,7 +948,7 @@ static pl_status op_msg_turn(hs_env *e, const Parley__V1__HistoryRequest *rq,
     const char *model = in->model ? in->model : "";
 
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     PGresult *r = NULL;
     const char *p2[] = {rq->user_id, conv};
@@ -1043,7 +1014,7 @@ static pl_status op_msg_turn(hs_env *e, const Parley__V1__HistoryRequest *rq,
         s = db_exec(c, "COMMIT", 0, NULL, NULL);
     if (s == PL_OK && uid && in->n_upload_ids)
         s = load_uploads(c, rq->user_id, &uid, 1, true, &linked, a);
-    hsc_release(e, c);
+    hs_release(e, c);
     if (s != PL_OK)
         return s;
 
@@ -1096,7 +1067,7 @@ static pl_status op_msg_complete(hs_env *e, const Parley__V1__HistoryRequest *rq
                        ct,
                        in->error ? in->error : ""};
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     PGresult *r = NULL;
     s = db_exec(c,
@@ -1118,7 +1089,7 @@ static pl_status op_msg_complete(hs_env *e, const Parley__V1__HistoryRequest *rq
             s = PL_OK;
         }
     }
-    hsc_release(e, c);
+    hs_release(e, c);
     if (s != PL_OK || rp->count == 0)
         return s;
     /* Rewrite the cached chain that ends at this message, if there is one. */
@@ -1148,7 +1119,7 @@ static pl_status op_msg_switch(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return s;
     const char *conv = rq->conversation && rq->conversation->id ? rq->conversation->id : "";
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     ct_tree *t = NULL;
     int leaf = -1;
@@ -1173,7 +1144,7 @@ static pl_status op_msg_switch(hs_env *e, const Parley__V1__HistoryRequest *rq,
         s = hsc_fill_branch(c, rq->user_id, conv, t, leaf, rp, a);
     }
     ct_free(t);
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -1192,15 +1163,11 @@ static pl_status op_msg_feedback(hs_env *e, const Parley__V1__HistoryRequest *rq
     snprintf(fb, sizeof fb, "%d", (int)in->feedback);
     const char *conv = rq->conversation && rq->conversation->id ? rq->conversation->id : "";
     const char *p[] = {rq->user_id, conv, in->id ? in->id : "", fb};
-    PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
-        return s;
     PGresult *r = NULL;
-    s = db_exec(c,
-                "UPDATE messages SET feedback = $4::smallint WHERE user_id = $1"
-                " AND conversation_id = $2 AND id = $3 AND role = 3 RETURNING id",
-                4, p, &r);
-    hsc_release(e, c);
+    s = hs_query(e,
+                 "UPDATE messages SET feedback = $4::smallint WHERE user_id = $1"
+                 " AND conversation_id = $2 AND id = $3 AND role = 3 RETURNING id",
+                 4, p, &r);
     if (s != PL_OK)
         return s;
     rp->count = (uint64_t)PQntuples(r);
@@ -1220,7 +1187,7 @@ static pl_status op_sweep_pending(hs_env *e, const Parley__V1__HistoryRequest *r
     char cut[24];
     const char *p[] = {hsc_i64(cut, rq->expires_ms)};
     PGconn *c = NULL;
-    pl_status s = hsc_conn(e, &c);
+    pl_status s = hs_conn(e, &c);
     if (s != PL_OK)
         return s;
     PGresult *r = NULL;
@@ -1231,7 +1198,7 @@ static pl_status op_sweep_pending(hs_env *e, const Parley__V1__HistoryRequest *r
                 " AND updated_at < 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
                 " RETURNING id",
                 1, p, &r);
-    hsc_release(e, c);
+    hs_release(e, c);
     if (s != PL_OK)
         return s;
     rp->count = (uint64_t)PQntuples(r);

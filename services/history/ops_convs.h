@@ -11,10 +11,6 @@
 #include "convtree.h"
 #include "ops.h"
 
-/* A pooled connection, or PL_UNAVAILABLE ("the database is unavailable / busy"). */
-pl_status hsc_conn(hs_env *e, PGconn **c);
-/* Returns the connection, rolling back a transaction left open by a failure first. */
-void hsc_release(hs_env *e, PGconn *c);
 /* PL_INVALID unless the request names its acting user. */
 pl_status hsc_need_user(const Parley__V1__HistoryRequest *rq);
 /* The conversation `id` of `user` into *out, arena-allocated; PL_NOT_FOUND for a missing or

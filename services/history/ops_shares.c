@@ -46,7 +46,7 @@ pl_status hs_op_share_create(hs_env *e, const Parley__V1__HistoryRequest *rq,
     const Parley__V1__Share *in = rq->share;
     const char *conv = in && in->conversation_id ? in->conversation_id : "";
     PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
+    if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
     Parley__V1__Conversation *cv = NULL;
     ct_tree *t = NULL;
@@ -122,7 +122,7 @@ pl_status hs_op_share_create(hs_env *e, const Parley__V1__HistoryRequest *rq,
     }
     sodium_memzero(token, sizeof token);
     ct_free(t);
-    hsc_release(e, c);
+    hs_release(e, c);
     return s;
 }
 
@@ -136,17 +136,13 @@ pl_status hs_op_share_list(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return s;
     char lim[24];
     const char *p[] = {rq->user_id, rq->flag ? "t" : "f", hsc_i64(lim, HSS_LIST_MAX)};
-    PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
-        return s;
     PGresult *r = NULL;
-    s = db_exec(c,
-                "SELECT token_hash, conversation_id, upto_message_id, title,"
-                " (extract(epoch FROM created_at) * 1000)::bigint, revoked_at IS NOT NULL"
-                " FROM shares WHERE user_id = $1 AND ($2::boolean OR revoked_at IS NULL)"
-                " ORDER BY created_at DESC LIMIT $3::int",
-                3, p, &r);
-    hsc_release(e, c);
+    s = hs_query(e,
+                 "SELECT token_hash, conversation_id, upto_message_id, title,"
+                 " (extract(epoch FROM created_at) * 1000)::bigint, revoked_at IS NOT NULL"
+                 " FROM shares WHERE user_id = $1 AND ($2::boolean OR revoked_at IS NULL)"
+                 " ORDER BY created_at DESC LIMIT $3::int",
+                 3, p, &r);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);
@@ -182,15 +178,11 @@ pl_status hs_op_share_revoke(hs_env *e, const Parley__V1__HistoryRequest *rq,
     char hash[65];
     sha256_hex(tok, hash);
     const char *p[] = {rq->user_id, tok, hash};
-    PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
-        return s;
     PGresult *r = NULL;
-    s = db_exec(c,
-                "UPDATE shares SET revoked_at = now() WHERE user_id = $1"
-                " AND token_hash IN ($2, $3) AND revoked_at IS NULL RETURNING token_hash",
-                3, p, &r);
-    hsc_release(e, c);
+    s = hs_query(e,
+                 "UPDATE shares SET revoked_at = now() WHERE user_id = $1"
+                 " AND token_hash IN ($2, $3) AND revoked_at IS NULL RETURNING token_hash",
+                 3, p, &r);
     if (s != PL_OK)
         return s;
     rp->count = (uint64_t)PQntuples(r);
@@ -210,7 +202,7 @@ pl_status hs_op_share_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
     sha256_hex(tok, hash);
     const char *p[] = {hash};
     PGconn *c = NULL;
-    pl_status s = hsc_conn(e, &c);
+    pl_status s = hs_conn(e, &c);
     if (s != PL_OK)
         return s;
     PGresult *r = NULL;
@@ -222,7 +214,7 @@ pl_status hs_op_share_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
                 "  WITH ORDINALITY AS x(e, ord) ON true"
                 " WHERE s.token_hash = $1 AND s.revoked_at IS NULL ORDER BY x.ord",
                 1, p, &r);
-    hsc_release(e, c);
+    hs_release(e, c);
     if (s != PL_OK)
         return s;
     int n = PQntuples(r);
@@ -301,15 +293,11 @@ pl_status hs_op_upload_create(hs_env *e, const Parley__V1__HistoryRequest *rq,
         return PL_ERRF(PL_NOMEM, "out of memory");
     const char *p[] = {rq->user_id, id, in->filename, in->media_type, hsc_i64(size, in->size_bytes),
                        in->text};
-    PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
-        return s;
     PGresult *r = NULL;
-    s = db_exec(c,
-                "INSERT INTO uploads (user_id, id, filename, media_type, size_bytes, text_content)"
-                " VALUES ($1, $2, $3, $4, $5::int, $6) RETURNING " HSS_UPLOAD_COLS,
-                6, p, &r);
-    hsc_release(e, c);
+    s = hs_query(e,
+                 "INSERT INTO uploads (user_id, id, filename, media_type, size_bytes, text_content)"
+                 " VALUES ($1, $2, $3, $4, $5::int, $6) RETURNING " HSS_UPLOAD_COLS,
+                 6, p, &r);
     if (s != PL_OK)
         return s;
     rp->upload = upload_from_row(a, r, 0);
@@ -328,13 +316,9 @@ pl_status hs_op_upload_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
     if (s != PL_OK)
         return s;
     const char *p[] = {rq->user_id, rq->upload && rq->upload->id ? rq->upload->id : ""};
-    PGconn *c = NULL;
-    if ((s = hsc_conn(e, &c)) != PL_OK)
-        return s;
     PGresult *r = NULL;
-    s = db_exec(c, "SELECT " HSS_UPLOAD_COLS " FROM uploads WHERE user_id = $1 AND id = $2", 2, p,
-                &r);
-    hsc_release(e, c);
+    s = hs_query(e, "SELECT " HSS_UPLOAD_COLS " FROM uploads WHERE user_id = $1 AND id = $2", 2, p,
+                 &r);
     if (s != PL_OK)
         return s;
     if (PQntuples(r) == 0)
