@@ -5,6 +5,8 @@
  * into the calling thread's slot. It deliberately does not log: whoever acts on the error does. */
 #include "status.h"
 
+#include <ctype.h>
+
 #include <stdarg.h>
 #include <string.h>
 
@@ -77,4 +79,28 @@ const char *pl_err_last(void)
 void pl_err_clear(void)
 {
     err_buf[0] = '\0';
+}
+
+const char *pl_err_text(const char *msg)
+{
+    if (!msg)
+        return "";
+    for (;;) {
+        const char *p = msg;
+        while (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.')
+            p++;
+        if (p - msg < 3 || p[-2] != '.' || p[-1] != 'c' || *p != ':')
+            return msg;
+        const char *q = p + 1;
+        while (isdigit((unsigned char)*q))
+            q++;
+        if (q == p + 1 || q[0] != ':' || q[1] != ' ')
+            return msg;
+        msg = q + 2;
+    }
+}
+
+const char *pl_err_message(void)
+{
+    return pl_err_text(pl_err_last());
 }

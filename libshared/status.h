@@ -46,6 +46,11 @@ pl_status pl_err_set(pl_status s, const char *file, int line, const char *fmt, .
 /* The last message recorded by this thread ("file.c:42: bad port 70000"), or "" when none.
  * Borrowed: valid until this thread's next pl_err_set(). */
 const char *pl_err_last(void);
+/* `msg` without its leading "file.c:NN: " source locations, for text shown to users or sent on
+ * the wire (the locations are for logs). Points into `msg`. */
+const char *pl_err_text(const char *msg);
+/* pl_err_text(pl_err_last()). */
+const char *pl_err_message(void);
 void pl_err_clear(void);
 
 /* An always-on assertion: prints file:line and the expression to stderr, then aborts. For

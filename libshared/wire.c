@@ -132,7 +132,7 @@ void wire_error_init(Parley__V1__Error *e, pl_status s, const char *message)
 {
     parley__v1__error__init(e);
     e->code = wire_code_from_status(s);
-    e->message = (char *)(message ? message : "");
+    e->message = (char *)pl_err_text(message); /* no source locations on the wire */
     e->retryable = s == PL_OVERLOADED || s == PL_UNAVAILABLE || s == PL_TIMEOUT || s == PL_BUS ||
                    s == PL_RATE_LIMITED;
 }

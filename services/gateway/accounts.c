@@ -138,78 +138,9 @@ static void sha256_hex(const char *s, char out[65])
 }
 
 /* The recorded error message without its "file.c:NN: " prefixes (those are for logs). */
-static const char *err_text(void)
-{
-    const char *m = pl_err_last();
-    for (;;) {
-        const char *c = strstr(m, ".c:");
-        if (!c || memchr(m, ' ', (size_t)(c - m)))
-            return m;
-        const char *d = c + 3;
-        if (!isdigit((unsigned char)*d))
-            return m;
-        while (isdigit((unsigned char)*d))
-            d++;
-        if (d[0] != ':' || d[1] != ' ')
-            return m;
-        m = d + 2;
-    }
-}
-
-static enum MHD_Result fail(http_req *r, pl_status s)
-{
-    return gw_reply_status(r, s, err_text());
-}
-
 static enum MHD_Result bad_request(http_req *r, const char *param, const char *message)
 {
     return http_reply_error(r, 400, message, param, "invalid_request", 0);
-}
-
-/* Sends `j` (deleted here) with the standard headers, the quota headers when `q` is set and a
- * Set-Cookie when `cookie` is. */
-static enum MHD_Result send_json(http_req *r, unsigned status, cJSON *j, const Parley__V1__Quota *q,
-                                 const char *cookie)
-{
-    char *text = j ? cJSON_PrintUnformatted(j) : NULL;
-    cJSON_Delete(j);
-    if (!text)
-        return http_reply_error(r, 500, "out of memory", NULL, "server_error", 0);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (cookie)
-        MHD_add_response_header(resp, "Set-Cookie", cookie);
-    gw_quota_headers(resp, q);
-    return http_queue(r, status, resp);
-}
-
-/* The request body as a JSON object (caller deletes), or NULL after answering 400/415. An
- * empty body is an empty object when `empty_ok`. */
-static cJSON *body_object(http_req *r, bool empty_ok, enum MHD_Result *ret)
-{
-    size_t len = 0;
-    const char *body = http_body(r, &len);
-    if (len == 0 && empty_ok)
-        return cJSON_CreateObject();
-    const char *ct = http_header(r, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
-        *ret = http_reply_error(r, 415, "send the body as Content-Type: application/json", NULL,
-                                "unsupported_media_type", 0);
-        return NULL;
-    }
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        *ret = bad_request(r, NULL, "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
 }
 
 static const char *jstr(const cJSON *o, const char *name)
@@ -229,15 +160,6 @@ static bool jint(const cJSON *o, const char *name, double lo, double hi, double 
     return true;
 }
 
-/* Unix seconds from unix ms; JSON null for 0. */
-static void add_time(cJSON *o, const char *name, int64_t ms)
-{
-    if (ms)
-        cJSON_AddNumberToObject(o, name, (double)(ms / 1000));
-    else
-        cJSON_AddNullToObject(o, name);
-}
-
 static cJSON *user_json(const Parley__V1__User *u)
 {
     cJSON *o = cJSON_CreateObject();
@@ -246,7 +168,7 @@ static cJSON *user_json(const Parley__V1__User *u)
     cJSON_AddStringToObject(o, "email", u->email);
     cJSON_AddStringToObject(o, "tier", u->tier);
     cJSON_AddBoolToObject(o, "is_admin", u->is_admin);
-    add_time(o, "created_at", u->created_ms);
+    gw_add_time(o, "created_at", u->created_ms);
     cJSON_AddStringToObject(o, "custom_instructions", u->custom_instructions);
     cJSON_AddBoolToObject(o, "disabled", u->disabled);
     return o;
@@ -279,10 +201,10 @@ static cJSON *quota_json(const Parley__V1__Quota *q)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "requests_limit", q->requests_limit);
     cJSON_AddNumberToObject(o, "requests_left", q->requests_left);
-    add_time(o, "requests_reset_at", q->minute_reset_ms);
+    gw_add_time(o, "requests_reset_at", q->minute_reset_ms);
     cJSON_AddNumberToObject(o, "tokens_limit", (double)q->tokens_limit);
     cJSON_AddNumberToObject(o, "tokens_left", (double)q->tokens_left);
-    add_time(o, "tokens_reset_at", q->day_reset_ms);
+    gw_add_time(o, "tokens_reset_at", q->day_reset_ms);
     if (q->exceeded && *q->exceeded)
         cJSON_AddStringToObject(o, "exceeded", q->exceeded);
     else
@@ -297,8 +219,8 @@ static cJSON *key_json(const Parley__V1__ApiKey *k)
     cJSON_AddStringToObject(o, "object", "api_key");
     cJSON_AddStringToObject(o, "name", k->name);
     cJSON_AddStringToObject(o, "prefix", k->prefix);
-    add_time(o, "created_at", k->created_ms);
-    add_time(o, "last_used_at", k->last_used_ms);
+    gw_add_time(o, "created_at", k->created_ms);
+    gw_add_time(o, "last_used_at", k->last_used_ms);
     cJSON_AddBoolToObject(o, "revoked", k->revoked);
     return o;
 }
@@ -402,7 +324,7 @@ static bool authenticate(gw *g, http_req *r, gw_user *u, Parley__V1__HistoryRepl
                 r, 401, key ? "invalid or revoked API key" : "the session has expired: log in",
                 NULL, key ? "invalid_api_key" : "unauthenticated", 0);
         else
-            *ret = fail(r, s);
+            *ret = gw_fail(r, s);
         return false;
     }
     user_fill(u, rp, key);
@@ -447,11 +369,11 @@ bool gw_authorize_api_key(gw *g, http_req *r, const char *key, char *user_id, en
         return true;
     }
     if (s == PL_RATE_LIMITED) {
-        const char *m = err_text();
+        const char *m = pl_err_message();
         *ret = http_reply_error(r, 429, m, NULL, "rate_limited", retry_after(m));
         return false;
     }
-    *ret = fail(r, s);
+    *ret = gw_fail(r, s);
     return false;
 }
 
@@ -503,23 +425,23 @@ static enum MHD_Result start_session(gw *g, http_req *r, unsigned status,
     rq.expires_ms = expires;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "user", user_json(user));
     cJSON_AddStringToObject(o, "token", token);
-    add_time(o, "expires_at", expires);
+    gw_add_time(o, "expires_at", expires);
     char cookie[256];
     session_cookie(cookie, sizeof cookie, token, g->cfg.session_max_ms / 1000);
     sodium_memzero(token, sizeof token);
-    return send_json(r, status, o, NULL, cookie);
+    return gw_send_json(r, status, o, NULL, cookie);
 }
 
 static enum MHD_Result route_signup(http_req *r, void *arg)
 {
     gw *g = arg;
     enum MHD_Result ret;
-    cJSON *b = body_object(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     char email[256], hash[crypto_pwhash_STRBYTES];
@@ -536,7 +458,7 @@ static enum MHD_Result route_signup(http_req *r, void *arg)
     else {
         pl_status s = pw_hash(pw, hash);
         if (s != PL_OK) {
-            ret = fail(r, s);
+            ret = gw_fail(r, s);
         } else {
             Parley__V1__HistoryRequest rq = PARLEY__V1__HISTORY_REQUEST__INIT;
             Parley__V1__User u = PARLEY__V1__USER__INIT;
@@ -551,9 +473,9 @@ static enum MHD_Result route_signup(http_req *r, void *arg)
                 ret = start_session(g, r, 201, rep->user);
                 protobuf_c_message_free_unpacked(&rep->base, NULL);
             } else if (s == PL_PERMISSION) {
-                ret = http_reply_error(r, 403, err_text(), NULL, "signup_closed", 0);
+                ret = http_reply_error(r, 403, pl_err_message(), NULL, "signup_closed", 0);
             } else {
-                ret = fail(r, s);
+                ret = gw_fail(r, s);
             }
         }
     }
@@ -592,7 +514,7 @@ static enum MHD_Result route_login(http_req *r, void *arg)
     gw *g = arg;
     const char *rid = http_request_id(r);
     enum MHD_Result ret;
-    cJSON *b = body_object(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     char email[256];
@@ -626,7 +548,7 @@ static enum MHD_Result route_login(http_req *r, void *arg)
     pl_status s = gw_history(g, rid, &rq, &rep);
     if (s != PL_OK && s != PL_NOT_FOUND) {
         cJSON_Delete(b);
-        return fail(r, s);
+        return gw_fail(r, s);
     }
     bool ok = false;
     /* An unknown email is verified against the dummy hash: the answer takes as long. */
@@ -636,7 +558,7 @@ static enum MHD_Result route_login(http_req *r, void *arg)
     if (s != PL_OK) {
         if (rep)
             protobuf_c_message_free_unpacked(&rep->base, NULL);
-        return fail(r, s);
+        return gw_fail(r, s);
     }
     if (!ok || rep->user->disabled) {
         if (rep)
@@ -665,14 +587,14 @@ static enum MHD_Result route_logout(http_req *r, void *arg)
         rq.token_hash = hash;
         pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
         if (s != PL_OK)
-            return fail(r, s);
+            return gw_fail(r, s);
         protobuf_c_message_free_unpacked(&rep->base, NULL);
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "ok", true);
     char cookie[160];
     session_cookie(cookie, sizeof cookie, "", 0);
-    return send_json(r, 200, o, NULL, cookie);
+    return gw_send_json(r, 200, o, NULL, cookie);
 }
 
 /* --- the caller: profile, quota ------------------------------------------------------------ */
@@ -691,7 +613,7 @@ static enum MHD_Result route_me(http_req *r, void *arg)
     if (rep->quota)
         cJSON_AddItemToObject(o, "quota", quota_json(rep->quota));
     cJSON_AddStringToObject(o, "auth", u.via_api_key ? "api_key" : "session");
-    ret = send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    ret = gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     return ret;
 }
@@ -704,7 +626,7 @@ static enum MHD_Result route_me_patch(http_req *r, void *arg)
     enum MHD_Result ret;
     if (!gw_auth_user(g, r, &u, &ret))
         return ret;
-    cJSON *b = body_object(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     const cJSON *f;
@@ -738,11 +660,11 @@ static enum MHD_Result route_me_patch(http_req *r, void *arg)
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     cJSON_Delete(b);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "user", user_json(rep->user));
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 static enum MHD_Result route_quota(http_req *r, void *arg)
@@ -757,7 +679,7 @@ static enum MHD_Result route_quota(http_req *r, void *arg)
         cJSON_AddItemToObject(o, "tier", tier_json(rep->tier));
     if (rep->quota)
         cJSON_AddItemToObject(o, "quota", quota_json(rep->quota));
-    ret = send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    ret = gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     return ret;
 }
@@ -789,12 +711,12 @@ static enum MHD_Result route_keys_list(http_req *r, void *arg)
     rq.flag = all && (strcmp(all, "true") == 0 || strcmp(all, "1") == 0);
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     cJSON *data, *o = list_json(&data);
     for (size_t i = 0; i < rep->n_api_keys; i++)
         cJSON_AddItemToArray(data, key_json(rep->api_keys[i]));
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 static enum MHD_Result route_keys_create(http_req *r, void *arg)
@@ -804,7 +726,7 @@ static enum MHD_Result route_keys_create(http_req *r, void *arg)
     enum MHD_Result ret;
     if (!gw_auth_user(g, r, &u, &ret) || !session_only(r, &u, &ret))
         return ret;
-    cJSON *b = body_object(r, true, &ret);
+    cJSON *b = gw_body_object(r, true, &ret);
     if (!b)
         return ret;
     const cJSON *nv = cJSON_GetObjectItemCaseSensitive(b, "name");
@@ -835,14 +757,14 @@ static enum MHD_Result route_keys_create(http_req *r, void *arg)
     cJSON_Delete(b);
     if (s != PL_OK) {
         sodium_memzero(key, sizeof key);
-        return fail(r, s);
+        return gw_fail(r, s);
     }
     cJSON *o = key_json(rep->api_key);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     /* The only time the key is ever shown. */
     cJSON_AddStringToObject(o, "key", key);
     sodium_memzero(key, sizeof key);
-    return send_json(r, 201, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 201, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 /* The id after a route's '*': non-empty, at most 64 bytes, no '/'. NULL otherwise. */
@@ -872,13 +794,13 @@ static enum MHD_Result route_keys_revoke(http_req *r, void *arg)
     rq.api_key = &k;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
     cJSON_AddStringToObject(o, "object", "api_key");
     cJSON_AddBoolToObject(o, "deleted", true);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 /* --- administration ------------------------------------------------------------------------ */
@@ -930,7 +852,7 @@ static enum MHD_Result route_admin_users(http_req *r, void *arg)
     rq.query = (char *)(http_query(r, "q") ? http_query(r, "q") : "");
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     cJSON *data, *o = list_json(&data);
     for (size_t i = 0; i < rep->n_users; i++)
         cJSON_AddItemToArray(data, user_json(rep->users[i]));
@@ -939,7 +861,7 @@ static enum MHD_Result route_admin_users(http_req *r, void *arg)
     else
         cJSON_AddNullToObject(o, "next_cursor");
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 /* PATCH /api/v1/admin/users/{id} {tier}: the only field an administrator changes here. */
@@ -953,7 +875,7 @@ static enum MHD_Result route_admin_user_patch(http_req *r, void *arg)
     const char *id = path_id(r);
     if (!id)
         return http_reply_error(r, 404, "no such user", NULL, "not_found", 0);
-    cJSON *b = body_object(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     const cJSON *f;
@@ -983,11 +905,11 @@ static enum MHD_Result route_admin_user_patch(http_req *r, void *arg)
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     cJSON_Delete(b);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "user", user_json(rep->user));
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 static enum MHD_Result route_admin_usage(http_req *r, void *arg)
@@ -1007,7 +929,7 @@ static enum MHD_Result route_admin_usage(http_req *r, void *arg)
     rq.limit = days;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     cJSON *data, *o = list_json(&data);
     cJSON_AddNumberToObject(o, "days", days);
     for (size_t i = 0; i < rep->n_usage_days; i++) {
@@ -1024,7 +946,7 @@ static enum MHD_Result route_admin_usage(http_req *r, void *arg)
         cJSON_AddItemToArray(data, e);
     }
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 static enum MHD_Result route_admin_tiers(http_req *r, void *arg)
@@ -1040,12 +962,12 @@ static enum MHD_Result route_admin_tiers(http_req *r, void *arg)
     rq.user_id = u.id;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     cJSON *data, *o = list_json(&data);
     for (size_t i = 0; i < rep->n_tiers; i++)
         cJSON_AddItemToArray(data, tier_json(rep->tiers[i]));
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 /* PUT /api/v1/admin/tiers/{name}: creates or replaces a tier. */
@@ -1059,7 +981,7 @@ static enum MHD_Result route_admin_tier_put(http_req *r, void *arg)
     const char *name = path_id(r);
     if (!name)
         return http_reply_error(r, 404, "no such tier", NULL, "not_found", 0);
-    cJSON *b = body_object(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     Parley__V1__Tier t = PARLEY__V1__TIER__INIT;
@@ -1116,11 +1038,11 @@ static enum MHD_Result route_admin_tier_put(http_req *r, void *arg)
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
     cJSON_Delete(b);
     if (s != PL_OK)
-        return fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "tier", tier_json(rep->tier));
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    return send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
+    return gw_send_json(r, 200, o, u.has_quota ? &u.quota : NULL, NULL);
 }
 
 const http_route gw_routes_accounts[] = {

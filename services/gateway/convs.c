@@ -40,68 +40,9 @@
 
 /* --- shared helpers (convs.h) ------------------------------------------------------------- */
 
-const char *cv_plain(const char *msg)
-{
-    for (;;) {
-        const char *p = msg;
-        while (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.')
-            p++;
-        if (p - msg < 3 || strncmp(p - 2, ".c", 2) != 0 || *p != ':')
-            return msg;
-        const char *q = p + 1;
-        while (isdigit((unsigned char)*q))
-            q++;
-        if (q == p + 1 || q[0] != ':' || q[1] != ' ')
-            return msg;
-        msg = q + 2;
-    }
-}
-
-enum MHD_Result cv_fail(http_req *r, pl_status s)
-{
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", cv_plain(pl_err_last()));
-    return gw_reply_status(r, s, msg[0] ? msg : pl_status_str(s));
-}
-
 enum MHD_Result cv_send_json(http_req *r, unsigned status, cJSON *j, const gw_user *u)
 {
-    char *text = j ? cJSON_PrintUnformatted(j) : NULL;
-    cJSON_Delete(j);
-    if (!text)
-        return http_reply_error(r, 500, "out of memory", NULL, "server_error", 0);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    gw_quota_headers(resp, u && u->has_quota ? &u->quota : NULL);
-    return http_queue(r, status, resp);
-}
-
-cJSON *cv_body(http_req *r, bool empty_ok, enum MHD_Result *ret)
-{
-    size_t len = 0;
-    const char *body = http_body(r, &len);
-    if (len == 0 && empty_ok)
-        return cJSON_CreateObject();
-    const char *ct = http_header(r, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
-        *ret = http_reply_error(r, 415, "send the body as Content-Type: application/json", NULL,
-                                "unsupported_media_type", 0);
-        return NULL;
-    }
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        *ret =
-            http_reply_error(r, 400, "the body must be a JSON object", NULL, "invalid_request", 0);
-        return NULL;
-    }
-    return j;
+    return gw_send_json(r, status, j, u && u->has_quota ? &u->quota : NULL, NULL);
 }
 
 /* Adds an integer as raw JSON text: cJSON prints numbers with "%1.15g" and re-parses them to
@@ -111,14 +52,6 @@ static void add_int(cJSON *o, const char *name, long long v)
     char buf[24];
     snprintf(buf, sizeof buf, "%lld", v);
     cJSON_AddRawToObject(o, name, buf);
-}
-
-void cv_add_time(cJSON *o, const char *name, int64_t ms)
-{
-    if (ms)
-        add_int(o, name, (long long)(ms / 1000));
-    else
-        cJSON_AddNullToObject(o, name);
 }
 
 static enum MHD_Result bad(http_req *r, const char *param, const char *message)
@@ -148,8 +81,8 @@ static cJSON *conv_json(const Parley__V1__Conversation *c)
     cJSON_AddStringToObject(o, "object", "conversation");
     cJSON_AddStringToObject(o, "title", c->title ? c->title : "");
     cJSON_AddStringToObject(o, "model", c->model ? c->model : "");
-    cv_add_time(o, "created_at", c->created_ms);
-    cv_add_time(o, "updated_at", c->updated_ms);
+    gw_add_time(o, "created_at", c->created_ms);
+    gw_add_time(o, "updated_at", c->updated_ms);
     return o;
 }
 
@@ -167,7 +100,7 @@ static cJSON *msg_json(const Parley__V1__Message *m)
     add_int(o, "sibling_index", m->sibling_index);
     add_int(o, "sibling_count", m->sibling_count);
     cJSON_AddStringToObject(o, "model", m->model ? m->model : "");
-    cv_add_time(o, "created_at", m->created_ms);
+    gw_add_time(o, "created_at", m->created_ms);
     add_int(o, "feedback", m->feedback);
     cJSON *ups = cJSON_AddArrayToObject(o, "upload_ids");
     for (size_t i = 0; i < m->n_upload_ids; i++)
@@ -247,7 +180,7 @@ static bool model_ok(gw *g, http_req *r, const gw_user *u, const char *model, en
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     if (s != PL_OK) {
-        *ret = cv_fail(r, s);
+        *ret = gw_fail(r, s);
         return false;
     }
     bool allowed = !rp->tier || rp->tier->n_models == 0;
@@ -290,7 +223,7 @@ static enum MHD_Result route_create(http_req *r, void *arg)
     gw_user u;
     if (!gw_auth_user(g, r, &u, &ret))
         return ret;
-    cJSON *b = cv_body(r, true, &ret);
+    cJSON *b = gw_body_object(r, true, &ret);
     if (!b)
         return ret;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "title");
@@ -316,7 +249,7 @@ static enum MHD_Result route_create(http_req *r, void *arg)
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     cJSON_Delete(b);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = conv_json(rp->conversation);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return cv_send_json(r, 201, o, &u);
@@ -355,7 +288,7 @@ static enum MHD_Result route_list(http_req *r, void *arg)
     if (s == PL_INVALID)
         return bad(r, "cursor", "the cursor is not valid");
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = conv_list_json(rp, true);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return cv_send_json(r, 200, o, &u);
@@ -380,7 +313,7 @@ static enum MHD_Result route_search(http_req *r, void *arg)
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = conv_list_json(rp, false);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return cv_send_json(r, 200, o, &u);
@@ -414,7 +347,7 @@ static enum MHD_Result open_conv(gw *g, http_req *r, const gw_user *u, const cha
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = hist(g, r, u, "conv.get", id, NULL, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = branch_json(rp);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return cv_send_json(r, 200, o, u);
@@ -446,7 +379,7 @@ static enum MHD_Result resume_stream(gw *g, http_req *r, const gw_user *u, const
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = hist(g, r, u, "msg.get", conv, mid, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     const Parley__V1__Message *m = rp->message;
     if (!m || m->role != PARLEY__V1__ROLE__ROLE_ASSISTANT) {
         protobuf_c_message_free_unpacked(&rp->base, NULL);
@@ -499,7 +432,7 @@ static enum MHD_Result route_conv_patch(http_req *r, void *arg)
     size_t n;
     if (!split_path(http_path_rest(r), parts, 1, &n))
         return not_found(r);
-    cJSON *b = cv_body(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "title");
@@ -534,7 +467,7 @@ static enum MHD_Result route_conv_patch(http_req *r, void *arg)
     }
     cJSON_Delete(b);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = conv_json(rp->conversation);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return cv_send_json(r, 200, o, &u);
@@ -554,7 +487,7 @@ static enum MHD_Result route_conv_delete(http_req *r, void *arg)
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = hist(g, r, &u, "conv.delete", parts[0], NULL, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
     if (!resp)
@@ -599,7 +532,7 @@ static enum MHD_Result send_turn(gw *g, http_req *r, const gw_user *u,
                                            : "error";
         cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
         cJSON_AddStringToObject(err, "message",
-                                e->message && e->message[0] ? cv_plain(e->message) : "refused");
+                                e->message && e->message[0] ? pl_err_text(e->message) : "refused");
         cJSON_AddStringToObject(err, "type", wire_error_type(status));
         cJSON_AddNullToObject(err, "param");
         cJSON_AddStringToObject(err, "code", code);
@@ -682,7 +615,7 @@ static bool turn_options(http_req *r, const cJSON *b, Parley__V1__ChatTurnReques
 static enum MHD_Result post_message(gw *g, http_req *r, const gw_user *u, const char *conv)
 {
     enum MHD_Result ret;
-    cJSON *b = cv_body(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     Parley__V1__ChatTurnRequest tr = PARLEY__V1__CHAT_TURN_REQUEST__INIT;
@@ -736,14 +669,14 @@ static enum MHD_Result regenerate(gw *g, http_req *r, const gw_user *u, const ch
                                   const char *mid)
 {
     enum MHD_Result ret;
-    cJSON *b = cv_body(r, true, &ret);
+    cJSON *b = gw_body_object(r, true, &ret);
     if (!b)
         return ret;
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = hist(g, r, u, "msg.get", conv, mid, &rp);
     if (s != PL_OK) {
         cJSON_Delete(b);
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     }
     /* An answer is regenerated as a sibling: a new answer to its user message. */
     char parent[CV_ID_MAX + 1];
@@ -773,7 +706,7 @@ static enum MHD_Result stop_answer(gw *g, http_req *r, const gw_user *u, const c
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = hist(g, r, u, "msg.get", conv, mid, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     const Parley__V1__Message *m = rp->message;
     if (m->role != PARLEY__V1__ROLE__ROLE_ASSISTANT) {
         protobuf_c_message_free_unpacked(&rp->base, NULL);
@@ -814,7 +747,7 @@ static enum MHD_Result switch_branch(gw *g, http_req *r, const gw_user *u, const
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = hist(g, r, u, "msg.switch", conv, mid, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = branch_json(rp);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return cv_send_json(r, 200, o, u);
@@ -824,7 +757,7 @@ static enum MHD_Result feedback(gw *g, http_req *r, const gw_user *u, const char
                                 const char *mid)
 {
     enum MHD_Result ret;
-    cJSON *b = cv_body(r, false, &ret);
+    cJSON *b = gw_body_object(r, false, &ret);
     if (!b)
         return ret;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(b, "value");
@@ -848,7 +781,7 @@ static enum MHD_Result feedback(gw *g, http_req *r, const gw_user *u, const char
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", mid);

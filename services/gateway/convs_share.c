@@ -44,14 +44,14 @@ static cJSON *share_json(const Parley__V1__Share *s, bool created)
     cJSON_AddStringToObject(o, "conversation_id", s->conversation_id ? s->conversation_id : "");
     cJSON_AddStringToObject(o, "upto_message_id", s->upto_message_id ? s->upto_message_id : "");
     cJSON_AddStringToObject(o, "title", s->title ? s->title : "");
-    cv_add_time(o, "created_at", s->created_ms);
+    gw_add_time(o, "created_at", s->created_ms);
     return o;
 }
 
 enum MHD_Result cv_share_create(gw *g, http_req *r, const gw_user *u, const char *conv)
 {
     enum MHD_Result ret;
-    cJSON *b = cv_body(r, true, &ret);
+    cJSON *b = gw_body_object(r, true, &ret);
     if (!b)
         return ret;
     const cJSON *upto = cJSON_GetObjectItemCaseSensitive(b, "upto_message_id");
@@ -71,7 +71,7 @@ enum MHD_Result cv_share_create(gw *g, http_req *r, const gw_user *u, const char
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     cJSON_Delete(b);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = share_json(rp->share, true);
     char url[128];
     snprintf(url, sizeof url, "/s/%s", rp->share->token);
@@ -94,7 +94,7 @@ enum MHD_Result cv_route_shares_list(http_req *r, void *arg)
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *arr = cJSON_AddArrayToObject(o, "data");
@@ -123,7 +123,7 @@ enum MHD_Result cv_route_share_revoke(http_req *r, void *arg)
     Parley__V1__HistoryReply *rp = NULL;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
     if (!resp)
@@ -154,12 +154,12 @@ enum MHD_Result cv_route_public_share(http_req *r, void *arg)
         if (s == PL_NOT_FOUND) {
             status = 404;
         } else if (s != PL_OK) {
-            return cv_fail(r, s);
+            return gw_fail(r, s);
         } else {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "object", "shared_conversation");
             cJSON_AddStringToObject(o, "title", rp->share->title ? rp->share->title : "");
-            cv_add_time(o, "created_at", rp->share->created_ms);
+            gw_add_time(o, "created_at", rp->share->created_ms);
             cJSON *arr = cJSON_AddArrayToObject(o, "messages");
             for (size_t i = 0; i < rp->n_messages; i++) {
                 const Parley__V1__Message *m = rp->messages[i];
@@ -168,7 +168,7 @@ enum MHD_Result cv_route_public_share(http_req *r, void *arg)
                     x, "role", m->role == PARLEY__V1__ROLE__ROLE_USER ? "user" : "assistant");
                 cJSON_AddStringToObject(x, "content", m->content ? m->content : "");
                 cJSON_AddStringToObject(x, "model", m->model ? m->model : "");
-                cv_add_time(x, "created_at", m->created_ms);
+                gw_add_time(x, "created_at", m->created_ms);
                 cJSON_AddItemToArray(arr, x);
             }
             protobuf_c_message_free_unpacked(&rp->base, NULL);
@@ -449,14 +449,14 @@ enum MHD_Result cv_route_upload(http_req *r, void *arg)
     pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
     free(text);
     if (s != PL_OK)
-        return cv_fail(r, s);
+        return gw_fail(r, s);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", rp->upload->id);
     cJSON_AddStringToObject(o, "object", "upload");
     cJSON_AddStringToObject(o, "filename", rp->upload->filename);
     cJSON_AddStringToObject(o, "media_type", rp->upload->media_type);
     cJSON_AddNumberToObject(o, "size_bytes", rp->upload->size_bytes);
-    cv_add_time(o, "created_at", rp->upload->created_ms);
+    gw_add_time(o, "created_at", rp->upload->created_ms);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return cv_send_json(r, 201, o, &u);
 }

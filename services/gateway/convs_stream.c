@@ -144,7 +144,7 @@ static void on_delta_locked(cvs *c, const Parley__V1__TokenDelta *d)
         cJSON_AddStringToObject(o, "type", "error");
         cJSON_AddStringToObject(o, "message",
                                 d->error->message && d->error->message[0]
-                                    ? cv_plain(d->error->message)
+                                    ? pl_err_text(d->error->message)
                                     : "the answer failed");
         int http = wire_http_status(d->error->code);
         cJSON_AddStringToObject(o, "code",

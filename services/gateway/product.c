@@ -1,5 +1,7 @@
 /* product.c — helpers shared by the product API's route modules (see product.h). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 
 #include "bus.h"
@@ -65,4 +67,65 @@ void gw_quota_headers(struct MHD_Response *resp, const Parley__V1__Quota *q)
     MHD_add_response_header(resp, "X-RateLimit-Remaining-Tokens", v);
     snprintf(v, sizeof v, "%lld", (long long)q->day_reset_ms / 1000);
     MHD_add_response_header(resp, "X-RateLimit-Reset-Tokens", v);
+}
+
+enum MHD_Result gw_fail(http_req *r, pl_status s)
+{
+    const char *m = pl_err_message();
+    return gw_reply_status(r, s, m[0] ? m : pl_status_str(s));
+}
+
+enum MHD_Result gw_send_json(http_req *r, unsigned status, cJSON *j, const Parley__V1__Quota *q,
+                             const char *cookie)
+{
+    char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!text)
+        return http_reply_error(r, 500, "out of memory", NULL, "server_error", 0);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (cookie)
+        MHD_add_response_header(resp, "Set-Cookie", cookie);
+    gw_quota_headers(resp, q);
+    return http_queue(r, status, resp);
+}
+
+cJSON *gw_body_object(http_req *r, bool empty_ok, enum MHD_Result *ret)
+{
+    size_t len = 0;
+    const char *body = http_body(r, &len);
+    if (len == 0 && empty_ok)
+        return cJSON_CreateObject();
+    const char *ct = http_header(r, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
+        *ret = http_reply_error(r, 415, "send the body as Content-Type: application/json", NULL,
+                                "unsupported_media_type", 0);
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        *ret =
+            http_reply_error(r, 400, "the body must be a JSON object", NULL, "invalid_request", 0);
+        return NULL;
+    }
+    return j;
+}
+
+void gw_add_time(cJSON *o, const char *name, int64_t ms)
+{
+    if (ms) {
+        /* Raw text: cJSON's number printing ("%1.15g" plus a re-parse) is slow in bulk. */
+        char buf[24];
+        snprintf(buf, sizeof buf, "%lld", (long long)(ms / 1000));
+        cJSON_AddRawToObject(o, name, buf);
+    } else {
+        cJSON_AddNullToObject(o, name);
+    }
 }

@@ -47,6 +47,18 @@ pl_status gw_history(gw *g, const char *request_id, Parley__V1__HistoryRequest *
 /* Answers an error status from a backend with the matching HTTP status and message. */
 enum MHD_Result gw_reply_status(http_req *r, pl_status s, const char *message);
 
+/* Answers `s` with pl_err_message() (the last recorded error, without source locations). */
+enum MHD_Result gw_fail(http_req *r, pl_status s);
+/* Sends `j` (deleted here) as JSON with the standard headers, the quota headers when `q` is set
+ * and a Set-Cookie when `cookie` is. */
+enum MHD_Result gw_send_json(http_req *r, unsigned status, cJSON *j, const Parley__V1__Quota *q,
+                             const char *cookie);
+/* The request body as a JSON object (caller deletes), or NULL after answering 400/415. An
+ * empty body is an empty object when `empty_ok`. */
+cJSON *gw_body_object(http_req *r, bool empty_ok, enum MHD_Result *ret);
+/* Unix seconds from unix ms as a JSON integer; null for 0. */
+void gw_add_time(cJSON *o, const char *name, int64_t ms);
+
 /* Adds the caller's remaining quota as headers (X-RateLimit-*) to a response. */
 void gw_quota_headers(struct MHD_Response *resp, const Parley__V1__Quota *q);
 

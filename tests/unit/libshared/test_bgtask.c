@@ -94,6 +94,8 @@ TEST(wire_maps_statuses_codes_and_http)
     wire_error_init(&e, PL_OVERLOADED, "full");
     CHECK(e.retryable);
     CHECK_STR(e.message, "full");
+    wire_error_init(&e, PL_NOT_FOUND, "history.c:10: ops.c:3: no such share");
+    CHECK_STR(e.message, "no such share"); /* source locations never go on the wire */
     wire_error_init(&e, PL_INVALID, NULL);
     CHECK(!e.retryable);
     CHECK_STR(e.message, "");

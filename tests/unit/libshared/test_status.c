@@ -85,3 +85,15 @@ TEST(status_error_slot_is_per_thread)
     CHECK(strstr(pl_err_last(), "other thread") == NULL);
     pl_err_clear();
 }
+
+TEST(status_err_text_drops_source_locations)
+{
+    CHECK_STR(pl_err_text("db.c:42: ops.c:7: no such user"), "no such user");
+    CHECK_STR(pl_err_text("plain message"), "plain message");
+    CHECK_STR(pl_err_text("a.c: not a location"), "a.c: not a location");
+    CHECK_STR(pl_err_text("x.c:12:no space"), "x.c:12:no space");
+    CHECK_STR(pl_err_text(NULL), "");
+    PL_ERRF(PL_INVALID, "bad %s", "thing");
+    CHECK_STR(pl_err_message(), "bad thing");
+    CHECK(strcmp(pl_err_last(), "bad thing") != 0); /* the log form keeps its location */
+}
