@@ -23,7 +23,6 @@ typedef struct rt_entry {
     char user_id[128];
     char conversation_id[64];
     char message_id[64];
-    int64_t admitted_ms; /* monotonic */
     int64_t state_ms;    /* monotonic time of the last state change */
     int64_t deadline_ms; /* monotonic; 0 = none */
     struct rt_entry *next;

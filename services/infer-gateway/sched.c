@@ -226,7 +226,7 @@ void sched_submit(sched *s, const Parley__V1__InferRequest *req, const void *dat
         copy(e->conversation_id, sizeof e->conversation_id, req->conversation_id);
         copy(e->message_id, sizeof e->message_id, req->message_id);
         e->state = RT_QUEUED;
-        e->admitted_ms = e->state_ms = now;
+        e->state_ms = now;
         e->deadline_ms = deadline;
     }
     met_inc(m->admitted, 1);

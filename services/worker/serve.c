@@ -510,8 +510,8 @@ void srv_model_cancel(srv_model *m, const char *rid)
 /* --- the batching loop -------------------------------------------------------------------------
  */
 
-/* Moves inbox jobs into the active set while slots and KV allow. Returns jobs that failed
- * admission (to be finished outside the mutex). */
+/* Moves inbox jobs into the active set while slots and KV allow; jobs that cannot be admitted
+ * (or were cancelled) are finished here, outside the mutex; those that must wait stay first. */
 static void take_inbox(srv_model *m)
 {
     pthread_mutex_lock(&m->mu);
@@ -631,7 +631,6 @@ static void after_logits(srv_model *m, job *j, const float *logits_in, int64_t n
 
 static void step_once(srv_model *m)
 {
-    int64_t now = dmn_now_ms();
     /* Cancelled jobs end first, freeing their slot and KV before this step. */
     for (;;) {
         job *victim = NULL;
@@ -718,7 +717,6 @@ static void step_once(srv_model *m)
     m->kv_free = st.free_bytes;
     met_set(m->m_kv, st.total_bytes ? 1.0 - (double)st.free_bytes / (double)st.total_bytes : 0);
     pthread_mutex_unlock(&m->mu);
-    (void)now;
 }
 
 static void *batch_main(void *arg)
