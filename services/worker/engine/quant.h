@@ -3,9 +3,15 @@
  * Each weight type has a scalar reference (the definition, readable, slow) and a fast path
  * (AVX2+FMA+F16C; no AVX-512 path yet), selected once at start by qt_init() from the CPU's
  * features; tests compare the two on random and real blocks. Matrix products quantise the
- * activations once per row to the type's "vec_dot_type" (Q8_0 for Q4_0 and Q8_0; GGML_Q8_1,
- * meaning the blk_q8_1f block below, for Q4_1; F32 for F32, F16 and BF16 — see qt_traits) and
- * then take dot products between a weight row and the quantised activation row.
+ * activations once per row to the type's "vec_dot_type" (Q8_0 for Q4_0, Q5_0 and Q8_0;
+ * GGML_Q8_1, meaning the blk_q8_1f block below, for Q4_1 and Q5_1; Q8_K for the K-quants Q4_K,
+ * Q5_K and Q6_K; F32 for F32, F16 and BF16 — see qt_traits) and then take dot products between
+ * a weight row and the quantised activation row.
+ *
+ * Block layouts are GGUF's (ggml's), byte for byte: all fields little-endian, no padding. The
+ * K-quants pack 256 values into a "super-block" of 8 sub-blocks of 32 (Q4_K, Q5_K: a 6-bit
+ * scale and 6-bit min per sub-block, themselves scaled by the f16 d and dmin) or 16 sub-blocks
+ * of 16 (Q6_K: an int8 scale each, scaled by d); see quant_ref.c for the exact bit positions.
  *
  * Shapes: a weight matrix W is (rows = out features, cols = in features) stored row-major as
  * GGUF stores it (ne[0] = cols contiguous). `cols` must be a multiple of the type's block size.
@@ -19,10 +25,13 @@
 
 #include "gguf.h"
 
-#define QK4_0 32
-#define QK4_1 32
-#define QK8_0 32
-#define QK_K  256
+#define QK4_0        32
+#define QK4_1        32
+#define QK5_0        32
+#define QK5_1        32
+#define QK8_0        32
+#define QK_K         256
+#define K_SCALE_SIZE 12 /* bytes of packed 6-bit scales and mins in Q4_K and Q5_K */
 
 typedef uint16_t qt_f16; /* IEEE half, bit pattern */
 typedef uint16_t qt_bf16;
@@ -39,6 +48,40 @@ typedef struct {
     qt_f16 d;
     int8_t qs[QK8_0];
 } blk_q8_0; /* 34 bytes */
+typedef struct {
+    qt_f16 d;
+    uint8_t qh[4]; /* bit j (little-endian uint32) is the 5th bit of element j */
+    uint8_t qs[QK5_0 / 2];
+} blk_q5_0; /* 22 bytes */
+typedef struct {
+    qt_f16 d, m;
+    uint8_t qh[4];
+    uint8_t qs[QK5_1 / 2];
+} blk_q5_1; /* 24 bytes */
+typedef struct {
+    qt_f16 d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} blk_q4_k; /* 144 bytes */
+typedef struct {
+    qt_f16 d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} blk_q5_k; /* 176 bytes */
+typedef struct {
+    uint8_t ql[QK_K / 2]; /* low 4 bits */
+    uint8_t qh[QK_K / 4]; /* high 2 bits */
+    int8_t scales[QK_K / 16];
+    qt_f16 d;
+} blk_q6_k; /* 210 bytes */
+/* Activation block for K-quant dots (ggml's Q8_K, 292 bytes): float d, 256 quants, and the
+ * sums of each 16 quants (used for the K-quants' min and offset terms). */
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} blk_q8_k;
 /* Activation block for Q4_1-style dots: d, and s = d * sum(qs) (kept as float). Its traits are
  * those of GGML_Q8_1 here (40 bytes), which is NOT ggml's 36-byte file Q8_1 block. */
 typedef struct {

@@ -17,7 +17,9 @@
  * larger tile performs, for each (row, activation) pair, exactly the operations of the 1×1 tile,
  * so batched results are bit-identical to single ones. The matmul driver runs tiles over the row
  * range (two rows at a time when there are ≤ 2 activations, so decode shares each activation
- * load), with the activations cut into chunks that stay in L2 while the weights stream past.
+ * load — except for the K-quants, whose per-row state does not fit twice in the 16 registers:
+ * their two-row tiles spilled and ran ~25% slower than one row at a time), with the activations
+ * cut into chunks that stay in L2 while the weights stream past.
  *
  * Threading: pure functions, no state. Compiled with -mavx2 -mfma -mf16c; quant.c calls in
  * here only after qt_avx2_usable(). */
@@ -59,6 +61,18 @@ ALWAYS_INLINE float f16_f32(qt_f16 h)
 ALWAYS_INLINE void prefetch_ahead(const void *p)
 {
     _mm_prefetch((const char *)p + PREFETCH_BYTES, _MM_HINT_T0);
+}
+
+/* The types added for Gemma (Q5_0, Q5_1, K-quants) prefetch 2 KiB ahead instead: measured
+ * single-threaded on a 64 MiB matrix (bench/quant_bench.c), 512 bytes left their streaming
+ * matvecs at 0.5–0.8× llama.cpp's and 2 KiB brought them to 0.95–1.1×. (Q4_0/Q4_1/Q8_0 gained
+ * about as much in that measurement but keep 512 until the multi-threaded engine benchmark
+ * has been rerun with the change.) */
+#define FAR_PREFETCH_BYTES 2048
+
+ALWAYS_INLINE void prefetch_far(const void *p)
+{
+    _mm_prefetch((const char *)p + FAR_PREFETCH_BYTES, _MM_HINT_T0);
 }
 
 /* 16 bytes of packed nibbles → 32 bytes 0..15: low nibbles are elements 0–15, high 16–31. */
@@ -168,15 +182,38 @@ ALWAYS_INLINE void tile_float(const char *w, size_t ws, const char *x, size_t xs
             out[r * RB + b] = hsum_ps(_mm256_add_ps(a0[r][b], a1[r][b])) + tail[r][b];
 }
 
-/* --- Q4_0 / Q8_0 weights against Q8_0 activations --------------------------------------------- */
-
-/* Signed weight quants of block i (Q4_0: q − 8; Q8_0: as stored) and its scale. */
-ALWAYS_INLINE __m256i signed_quants(const char *w, int64_t i, const int is_q4, float *d)
+/* Q5 high bits: 32 bytes, byte j = 16 when bit j of qh (a little-endian uint32) is set, else 0.
+ * Each byte picks its qh byte (j / 8) with a shuffle, then tests its own bit (j % 8). */
+ALWAYS_INLINE __m256i q5_high_bits(const uint8_t qh[4])
 {
-    if (is_q4) {
+    uint32_t u;
+    memcpy(&u, qh, sizeof u);
+    __m256i v =
+        _mm256_shuffle_epi8(_mm256_set1_epi32((int)u),
+                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* --- Q4_0 / Q5_0 / Q8_0 weights against Q8_0 activations -------------------------------------- */
+
+enum { SQ_Q8_0, SQ_Q4_0, SQ_Q5_0 };
+
+/* Signed weight quants of block i (Q4_0: q − 8; Q5_0: q − 16; Q8_0: as stored) and its scale. */
+ALWAYS_INLINE __m256i signed_quants(const char *w, int64_t i, const int kind, float *d)
+{
+    if (kind == SQ_Q4_0) {
         const blk_q4_0 *blk = (const blk_q4_0 *)w + i;
         *d = f16_f32(blk->d);
         return _mm256_sub_epi8(unpack_nibbles(blk->qs), _mm256_set1_epi8(8));
+    }
+    if (kind == SQ_Q5_0) {
+        const blk_q5_0 *blk = (const blk_q5_0 *)w + i;
+        *d = f16_f32(blk->d);
+        __m256i q = _mm256_or_si256(unpack_nibbles(blk->qs), q5_high_bits(blk->qh));
+        return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
     }
     const blk_q8_0 *blk = (const blk_q8_0 *)w + i;
     *d = f16_f32(blk->d);
@@ -185,8 +222,11 @@ ALWAYS_INLINE __m256i signed_quants(const char *w, int64_t i, const int is_q4, f
 
 /* Per block: acc += (d_w·d_x)·Σ q_w q_x, with |q_w| × (q_x carrying q_w's sign). */
 ALWAYS_INLINE void tile_sq8(const char *w, size_t ws, const char *x, size_t xs, int64_t nb,
-                            const int RW, const int RB, const int is_q4, float *out)
+                            const int RW, const int RB, const int kind, float *out)
 {
+    const int64_t bb = kind == SQ_Q4_0   ? (int64_t)sizeof(blk_q4_0)
+                       : kind == SQ_Q5_0 ? (int64_t)sizeof(blk_q5_0)
+                                         : (int64_t)sizeof(blk_q8_0);
     __m256 acc[2][4];
     for (int r = 0; r < RW; r++)
         for (int b = 0; b < RB; b++)
@@ -195,8 +235,11 @@ ALWAYS_INLINE void tile_sq8(const char *w, size_t ws, const char *x, size_t xs, 
         __m256i wq[2], aw[2];
         float dw[2];
         for (int r = 0; r < RW; r++) {
-            prefetch_ahead(w + r * ws + i * (int64_t)(is_q4 ? sizeof(blk_q4_0) : sizeof(blk_q8_0)));
-            wq[r] = signed_quants(w + r * ws, i, is_q4, &dw[r]);
+            if (kind == SQ_Q5_0)
+                prefetch_far(w + r * ws + i * bb);
+            else
+                prefetch_ahead(w + r * ws + i * bb);
+            wq[r] = signed_quants(w + r * ws, i, kind, &dw[r]);
             aw[r] = _mm256_sign_epi8(wq[r], wq[r]);
         }
         for (int b = 0; b < RB; b++) {
@@ -214,11 +257,12 @@ ALWAYS_INLINE void tile_sq8(const char *w, size_t ws, const char *x, size_t xs, 
             out[r * RB + b] = hsum_ps(acc[r][b]);
 }
 
-/* --- Q4_1 weights against Q8_1 (blk_q8_1f) activations ---------------------------------------- */
+/* --- Q4_1 / Q5_1 weights against Q8_1 (blk_q8_1f) activations -------------------------------- */
 
-/* Per block: acc += (d_w·d_x)·Σ q_w q_x (8 lanes), ms += m_w·s_x (scalar, fused). */
+/* Per block: acc += (d_w·d_x)·Σ q_w q_x (8 lanes), ms += m_w·s_x (scalar, fused). Q5_1 quants
+ * (0..31) are still unsigned bytes for maddubs. Both blocks start with the halves d and m. */
 ALWAYS_INLINE void tile_q4_1(const char *w, size_t ws, const char *x, size_t xs, int64_t nb,
-                             const int RW, const int RB, float *out)
+                             const int RW, const int RB, const int is_q5, float *out)
 {
     __m256 acc[2][4];
     float ms[2][4];
@@ -232,11 +276,22 @@ ALWAYS_INLINE void tile_q4_1(const char *w, size_t ws, const char *x, size_t xs,
         __m256 dw[2];
         float mw[2];
         for (int r = 0; r < RW; r++) {
-            const blk_q4_1 *wb = (const blk_q4_1 *)(w + r * ws) + i;
-            prefetch_ahead(wb);
-            wq[r] = unpack_nibbles(wb->qs);
+            const char *wb;
+            if (is_q5) {
+                const blk_q5_1 *b5 = (const blk_q5_1 *)(w + r * ws) + i;
+                wq[r] = _mm256_or_si256(unpack_nibbles(b5->qs), q5_high_bits(b5->qh));
+                wb = (const char *)b5;
+            } else {
+                const blk_q4_1 *b4 = (const blk_q4_1 *)(w + r * ws) + i;
+                wq[r] = unpack_nibbles(b4->qs);
+                wb = (const char *)b4;
+            }
+            if (is_q5)
+                prefetch_far(wb);
+            else
+                prefetch_ahead(wb);
             uint32_t dm;
-            memcpy(&dm, &wb->d, sizeof dm); /* d and m are adjacent halves */
+            memcpy(&dm, wb, sizeof dm); /* d and m are the first two halves */
             __m128 dmf = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
             dw[r] = _mm256_broadcastss_ps(dmf);
             mw[r] = _mm_cvtss_f32(_mm_movehdup_ps(dmf));
@@ -255,6 +310,201 @@ ALWAYS_INLINE void tile_q4_1(const char *w, size_t ws, const char *x, size_t xs,
     for (int r = 0; r < RW; r++)
         for (int b = 0; b < RB; b++)
             out[r * RB + b] = hsum_ps(acc[r][b]) + ms[r][b];
+}
+
+/* --- K-quants against Q8_K activations ---------------------------------------------------------
+ * A super-block's integer sum is exact in int32 lanes (|Σ| < 2^26 for every format here), so a
+ * K tile differs from the reference only in the float steps: per block and (row, activation),
+ * acc += (d_w·d_x)·isum over 8 lanes, and for Q4_K/Q5_K accm += (dmin_w·d_x)·msum over 4. */
+
+/* Prefetches every cache line of a K-quant block (144–210 bytes) FAR_PREFETCH_BYTES ahead. */
+ALWAYS_INLINE void prefetch_block(const char *p, const int bytes)
+{
+    for (int o = 0; o < bytes; o += 64)
+        prefetch_far(p + o);
+}
+
+/* The 8 scales and 8 mins of a Q4_K/Q5_K super-block as 8 bytes each (see qt_k_scale_min):
+ * bytes 0–3 low 6 bits of scales[0..3] / scales[4..7]; bytes 4–7 built from scales[8..11]
+ * (low nibble: scale, high: min) and the top two bits of scales[0..3] / scales[4..7]. */
+ALWAYS_INLINE void k_unpack_scales(const uint8_t *scales, uint64_t *sc, uint64_t *mn)
+{
+    uint32_t a[3];
+    memcpy(a, scales, sizeof a);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    uint32_t sc_hi = (a[2] & m4) | ((a[0] >> 6) & m2) << 4;
+    uint32_t mn_hi = ((a[2] >> 4) & m4) | ((a[1] >> 6) & m2) << 4;
+    *sc = (uint64_t)(a[0] & m6) | (uint64_t)sc_hi << 32;
+    *mn = (uint64_t)(a[1] & m6) | (uint64_t)mn_hi << 32;
+}
+
+/* Broadcasts int16 element j of each 128-bit lane of v (holding 8 int16 scales) to all lanes. */
+ALWAYS_INLINE __m256i bcast16(__m256i v, const int j)
+{
+    return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
+}
+
+/* Q4_K (is_q5 = 0) and Q5_K. Per block, per 64-value chunk c: the low nibbles of 32 bytes are
+ * sub-block 2c, the high ones 2c + 1 (plus, for Q5_K, bits 2c and 2c + 1 of qh as the 5th bit);
+ * maddubs with the activation bytes, madd with the sub-block's scale, summed in int32. The mins
+ * term uses the activation's 16-value sums, paired into sub-block sums with hadd. */
+ALWAYS_INLINE void tile_q4_k(const char *w, size_t ws, const char *x, size_t xs, int64_t nb,
+                             const int RW, const int RB, const int is_q5, float *out)
+{
+    const int bb = is_q5 ? (int)sizeof(blk_q5_k) : (int)sizeof(blk_q4_k);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256 acc[2][4];
+    __m128 accm[2][4];
+    for (int r = 0; r < RW; r++)
+        for (int b = 0; b < RB; b++) {
+            acc[r][b] = _mm256_setzero_ps();
+            accm[r][b] = _mm_setzero_ps();
+        }
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *qs[2], *qh[2];
+        __m256i sc16[2];
+        __m128i mn16[2];
+        float dw[2], dminw[2];
+        for (int r = 0; r < RW; r++) {
+            const char *blk = w + r * ws + i * bb;
+            prefetch_block(blk, bb);
+            const blk_q4_k *b4 = (const blk_q4_k *)blk; /* d, dmin, scales: same in Q5_K */
+            dw[r] = f16_f32(b4->d);
+            dminw[r] = f16_f32(b4->dmin);
+            uint64_t sc, mn;
+            k_unpack_scales(b4->scales, &sc, &mn);
+            sc16[r] =
+                _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+            mn16[r] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn));
+            qs[r] = is_q5 ? ((const blk_q5_k *)blk)->qs : b4->qs;
+            qh[r] = is_q5 ? ((const blk_q5_k *)blk)->qh : NULL;
+        }
+        __m256i sumi[2][4];
+        for (int r = 0; r < RW; r++)
+            for (int b = 0; b < RB; b++)
+                sumi[r][b] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i lo[2], hi[2], slo[2], shi[2];
+            for (int r = 0; r < RW; r++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(qs[r] + 32 * c));
+                lo[r] = _mm256_and_si256(q, low4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                if (is_q5) {
+                    __m256i h = _mm256_loadu_si256((const __m256i *)qh[r]);
+                    __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * c), one);
+                    __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(h, 2 * c + 1), one);
+                    lo[r] = _mm256_or_si256(lo[r], _mm256_slli_epi16(h0, 4));
+                    hi[r] = _mm256_or_si256(hi[r], _mm256_slli_epi16(h1, 4));
+                }
+                slo[r] = bcast16(sc16[r], 2 * c);
+                shi[r] = bcast16(sc16[r], 2 * c + 1);
+            }
+            for (int b = 0; b < RB; b++) {
+                const blk_q8_k *xb = (const blk_q8_k *)(x + (size_t)b * xs) + i;
+                __m256i xl = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * c));
+                __m256i xh = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * c + 32));
+                for (int r = 0; r < RW; r++) {
+                    __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], xl), slo[r]);
+                    __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], xh), shi[r]);
+                    sumi[r][b] = _mm256_add_epi32(sumi[r][b], _mm256_add_epi32(pl, ph));
+                }
+            }
+        }
+        for (int b = 0; b < RB; b++) {
+            const blk_q8_k *xb = (const blk_q8_k *)(x + (size_t)b * xs) + i;
+            __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xb->bsums),
+                                        _mm_loadu_si128((const __m128i *)(xb->bsums + 8)));
+            for (int r = 0; r < RW; r++) {
+                __m256 p = _mm256_cvtepi32_ps(sumi[r][b]);
+                acc[r][b] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * xb->d), acc[r][b]);
+                __m128 m = _mm_cvtepi32_ps(_mm_madd_epi16(mn16[r], bs));
+                accm[r][b] = _mm_fmadd_ps(m, _mm_set1_ps(dminw[r] * xb->d), accm[r][b]);
+            }
+        }
+    }
+    for (int r = 0; r < RW; r++)
+        for (int b = 0; b < RB; b++) {
+            __m128 m = accm[r][b];
+            m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            out[r * RB + b] = hsum_ps(acc[r][b]) - _mm_cvtss_f32(m);
+        }
+}
+
+/* Q6_K. Quants are used as stored, 0..63 (unsigned for maddubs), and the −32 offset comes back
+ * as 32·Σ_k sc_k·bsum_k from the activation's 16-value sums. Per half h and part p (see
+ * quant_ref.c), 32 quants pair with activation bytes 128h + 32p and with the scales of
+ * sub-blocks 8h + 2p (first 16) and 8h + 2p + 1 (last 16). */
+ALWAYS_INLINE void tile_q6_k(const char *w, size_t ws, const char *x, size_t xs, int64_t nb,
+                             const int RW, const int RB, float *out)
+{
+    const int bb = (int)sizeof(blk_q6_k);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[2][4];
+    for (int r = 0; r < RW; r++)
+        for (int b = 0; b < RB; b++)
+            acc[r][b] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q6_k *wb[2];
+        __m128i sc8[2];
+        float dw[2];
+        __m256i sumi[2][4];
+        for (int r = 0; r < RW; r++) {
+            wb[r] = (const blk_q6_k *)(w + r * ws + i * bb);
+            prefetch_block((const char *)wb[r], bb);
+            dw[r] = f16_f32(wb[r]->d);
+            sc8[r] = _mm_loadu_si128((const __m128i *)wb[r]->scales);
+            for (int b = 0; b < RB; b++) {
+                /* start from −32·Σ sc_k·bsum_k */
+                const blk_q8_k *xb = (const blk_q8_k *)(x + (size_t)b * xs) + i;
+                __m256i off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8[r]),
+                                                _mm256_loadu_si256((const __m256i *)xb->bsums));
+                sumi[r][b] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            for (int p = 0; p < 4; p++) {
+                __m256i q[2], s[2];
+                for (int r = 0; r < RW; r++) {
+                    const uint8_t *ql = wb[r]->ql + 64 * h + 32 * (p % 2);
+                    __m256i l = _mm256_loadu_si256((const __m256i *)ql);
+                    __m256i hb = _mm256_loadu_si256((const __m256i *)(wb[r]->qh + 32 * h));
+                    l = p < 2 ? _mm256_and_si256(l, low4)
+                              : _mm256_and_si256(_mm256_srli_epi16(l, 4), low4);
+                    /* bits 2p, 2p + 1 of qh → bits 4, 5 (masked first, so no bits cross bytes) */
+                    hb = _mm256_and_si256(hb, _mm256_set1_epi8((char)(3 << (2 * p))));
+                    hb = p == 0   ? _mm256_slli_epi16(hb, 4)
+                         : p == 1 ? _mm256_slli_epi16(hb, 2)
+                         : p == 2 ? hb
+                                  : _mm256_srli_epi16(hb, 2);
+                    q[r] = _mm256_or_si256(l, hb);
+                    int k = 8 * h + 2 * p;
+                    __m128i sel = _mm_setr_epi8(
+                        (char)k, (char)k, (char)k, (char)k, (char)k, (char)k, (char)k, (char)k,
+                        (char)(k + 1), (char)(k + 1), (char)(k + 1), (char)(k + 1), (char)(k + 1),
+                        (char)(k + 1), (char)(k + 1), (char)(k + 1));
+                    s[r] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8[r], sel));
+                }
+                for (int b = 0; b < RB; b++) {
+                    const blk_q8_k *xb = (const blk_q8_k *)(x + (size_t)b * xs) + i;
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(xb->qs + 128 * h + 32 * p));
+                    for (int r = 0; r < RW; r++) {
+                        __m256i pr = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], xv), s[r]);
+                        sumi[r][b] = _mm256_add_epi32(sumi[r][b], pr);
+                    }
+                }
+            }
+        }
+        for (int b = 0; b < RB; b++) {
+            const blk_q8_k *xb = (const blk_q8_k *)(x + (size_t)b * xs) + i;
+            for (int r = 0; r < RW; r++)
+                acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r][b]),
+                                            _mm256_set1_ps(dw[r] * xb->d), acc[r][b]);
+        }
+    }
+    for (int r = 0; r < RW; r++)
+        for (int b = 0; b < RB; b++)
+            out[r * RB + b] = hsum_ps(acc[r][b]);
 }
 
 /* --- tile instances, dots and the matmul driver ----------------------------------------------- */
@@ -291,12 +541,36 @@ typedef void (*tile_fn)(const char *w, size_t ws, const char *x, size_t xs, int6
         return r;                                                                                  \
     }
 
+/* One weight row at a time only (the driver falls back to 1-row tiles where [2][n] is NULL):
+ * the K-quant tiles hold too much per row for two rows to stay in registers. */
+#define TILE_SET_1ROW(name, call)                                                                  \
+    TILE_FN(name, 1, 1, call)                                                                      \
+    TILE_FN(name, 1, 2, call)                                                                      \
+    TILE_FN(name, 1, 3, call)                                                                      \
+    TILE_FN(name, 1, 4, call)                                                                      \
+    static const tile_fn name[3][5] = {                                                            \
+        {NULL},                                                                                    \
+        {NULL, name##_1_1, name##_1_2, name##_1_3, name##_1_4},                                    \
+        {NULL},                                                                                    \
+    };                                                                                             \
+    static float name##_dot(const void *w, const void *x, int64_t n)                               \
+    {                                                                                              \
+        float r;                                                                                   \
+        name##_1_1(w, 0, x, 0, n, &r);                                                             \
+        return r;                                                                                  \
+    }
+
 TILE_SET(tiles_f32, tile_float(w, ws, x, xs, n, RW, RB, 0, out))
 TILE_SET(tiles_f16, tile_float(w, ws, x, xs, n, RW, RB, 1, out))
 TILE_SET(tiles_bf16, tile_float(w, ws, x, xs, n, RW, RB, 2, out))
-TILE_SET(tiles_q4_0, tile_sq8(w, ws, x, xs, n / QK4_0, RW, RB, 1, out))
-TILE_SET(tiles_q8_0, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, 0, out))
-TILE_SET(tiles_q4_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, out))
+TILE_SET(tiles_q4_0, tile_sq8(w, ws, x, xs, n / QK4_0, RW, RB, SQ_Q4_0, out))
+TILE_SET(tiles_q8_0, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
+TILE_SET(tiles_q5_0, tile_sq8(w, ws, x, xs, n / QK5_0, RW, RB, SQ_Q5_0, out))
+TILE_SET(tiles_q4_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 0, out))
+TILE_SET(tiles_q5_1, tile_q4_1(w, ws, x, xs, n / QK5_1, RW, RB, 1, out))
+TILE_SET_1ROW(tiles_q4_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 0, out))
+TILE_SET_1ROW(tiles_q5_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 1, out))
+TILE_SET_1ROW(tiles_q6_k, tile_q6_k(w, ws, x, xs, n / QK_K, RW, RB, out))
 
 /* Activation bytes per chunk: a chunk of activation rows stays in L2 (512 KiB per core on the
  * CPUs we measure) while every weight row of the range streams through it once. */
@@ -316,7 +590,7 @@ static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W,
         const char *x0 = (const char *)xq + (size_t)b0 * xs;
         for (int64_t r = r0; r < r1;) {
             const char *w = (const char *)W + (size_t)r * row_bytes;
-            int rw = bn <= 2 && r + 1 < r1 ? 2 : 1;
+            int rw = bn <= 2 && r + 1 < r1 && tiles[2][bn] ? 2 : 1;
             float o[8];
             for (int b = 0; b < bn; b += 4) {
                 int nb = bn - b < 4 ? bn - b : 4;
@@ -343,6 +617,11 @@ MM_FN(mm_bf16, tiles_bf16, (size_t)cols * sizeof(qt_bf16))
 MM_FN(mm_q4_0, tiles_q4_0, (size_t)(cols / QK4_0) * sizeof(blk_q4_0))
 MM_FN(mm_q8_0, tiles_q8_0, (size_t)(cols / QK8_0) * sizeof(blk_q8_0))
 MM_FN(mm_q4_1, tiles_q4_1, (size_t)(cols / QK4_1) * sizeof(blk_q4_1))
+MM_FN(mm_q5_0, tiles_q5_0, (size_t)(cols / QK5_0) * sizeof(blk_q5_0))
+MM_FN(mm_q5_1, tiles_q5_1, (size_t)(cols / QK5_1) * sizeof(blk_q5_1))
+MM_FN(mm_q4_k, tiles_q4_k, (size_t)(cols / QK_K) * sizeof(blk_q4_k))
+MM_FN(mm_q5_k, tiles_q5_k, (size_t)(cols / QK_K) * sizeof(blk_q5_k))
+MM_FN(mm_q6_k, tiles_q6_k, (size_t)(cols / QK_K) * sizeof(blk_q6_k))
 
 /* --- dequantisation (bit-identical to quant_ref.c) -------------------------------------------- */
 
@@ -490,6 +769,169 @@ static void quantize_q8_1(const float *x, void *out, int64_t n)
     }
 }
 
+/* --- Q5 and K-quant dequantisation, Q8_K quantisation (bit-identical to quant_ref.c) --------- */
+
+static void dequant_q5_0(const void *row, float *out, int64_t n)
+{
+    const blk_q5_0 *b = row;
+    for (int64_t i = 0; i < n / QK5_0; i++, out += QK5_0) {
+        __m256i q = _mm256_or_si256(unpack_nibbles(b[i].qs), q5_high_bits(b[i].qh));
+        store_bytes_scaled(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), 1,
+                           _mm256_set1_ps(f16_f32(b[i].d)), _mm256_setzero_ps(), 0, out);
+    }
+}
+
+static void dequant_q5_1(const void *row, float *out, int64_t n)
+{
+    const blk_q5_1 *b = row;
+    for (int64_t i = 0; i < n / QK5_1; i++, out += QK5_1)
+        store_bytes_scaled(_mm256_or_si256(unpack_nibbles(b[i].qs), q5_high_bits(b[i].qh)), 0,
+                           _mm256_set1_ps(f16_f32(b[i].d)), _mm256_set1_ps(f16_f32(b[i].m)), 1,
+                           out);
+}
+
+/* Q4_K / Q5_K: value = (d·sc)·q − dmin·m, as q·(d·sc) + (−(dmin·m)), the same roundings. */
+static void dequant_k_affine(const void *row, float *out, int64_t n, const int is_q5)
+{
+    const int bb = is_q5 ? (int)sizeof(blk_q5_k) : (int)sizeof(blk_q4_k);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / QK_K; i++, out += QK_K) {
+        const char *blk = (const char *)row + i * bb;
+        const blk_q4_k *b4 = (const blk_q4_k *)blk;
+        const uint8_t *qs = is_q5 ? ((const blk_q5_k *)blk)->qs : b4->qs;
+        float d = f16_f32(b4->d), dmin = f16_f32(b4->dmin);
+        uint64_t sc, mn;
+        k_unpack_scales(b4->scales, &sc, &mn);
+        for (int j = 0; j < 8; j++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
+            q = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(q, 4), low4) : _mm256_and_si256(q, low4);
+            if (is_q5) {
+                __m256i h = _mm256_loadu_si256((const __m256i *)((const blk_q5_k *)blk)->qh);
+                q = _mm256_or_si256(
+                    q, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, j), one), 4));
+            }
+            float dj = d * (float)(uint8_t)(sc >> (8 * j)),
+                  mj = dmin * (float)(uint8_t)(mn >> (8 * j));
+            store_bytes_scaled(q, 0, _mm256_set1_ps(dj), _mm256_set1_ps(-mj), 1, out + 32 * j);
+        }
+    }
+}
+
+static void dequant_q4_k(const void *row, float *out, int64_t n)
+{
+    dequant_k_affine(row, out, n, 0);
+}
+
+static void dequant_q5_k(const void *row, float *out, int64_t n)
+{
+    dequant_k_affine(row, out, n, 1);
+}
+
+/* 16 signed bytes → 16 floats, each multiplied by d. */
+ALWAYS_INLINE void store16_scaled(__m128i q, float d, float *out)
+{
+    __m256 vd = _mm256_set1_ps(d);
+    _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), vd));
+    _mm256_storeu_ps(
+        out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), vd));
+}
+
+static void dequant_q6_k(const void *row, float *out, int64_t n)
+{
+    const blk_q6_k *b = row;
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    for (int64_t i = 0; i < n / QK_K; i++, out += QK_K) {
+        float d = f16_f32(b[i].d);
+        for (int h = 0; h < 2; h++) {
+            __m256i hb0 = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            for (int p = 0; p < 4; p++) {
+                __m256i l = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32 * (p % 2)));
+                l = p < 2 ? _mm256_and_si256(l, low4)
+                          : _mm256_and_si256(_mm256_srli_epi16(l, 4), low4);
+                __m256i hb = _mm256_and_si256(hb0, _mm256_set1_epi8((char)(3 << (2 * p))));
+                hb = p == 0   ? _mm256_slli_epi16(hb, 4)
+                     : p == 1 ? _mm256_slli_epi16(hb, 2)
+                     : p == 2 ? hb
+                              : _mm256_srli_epi16(hb, 2);
+                __m256i q = _mm256_sub_epi8(_mm256_or_si256(l, hb), _mm256_set1_epi8(32));
+                int k = 8 * h + 2 * p, e = 128 * h + 32 * p;
+                store16_scaled(_mm256_castsi256_si128(q), d * (float)b[i].scales[k], out + e);
+                store16_scaled(_mm256_extracti128_si256(q, 1), d * (float)b[i].scales[k + 1],
+                               out + e + 16);
+            }
+        }
+    }
+}
+
+static void dequant_q8_k(const void *row, float *out, int64_t n)
+{
+    const blk_q8_k *b = row;
+    for (int64_t i = 0; i < n / QK_K; i++, out += QK_K)
+        for (int k = 0; k < QK_K / 32; k++)
+            store_bytes_scaled(_mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * k)), 1,
+                               _mm256_set1_ps(b[i].d), _mm256_setzero_ps(), 0, out + 32 * k);
+}
+
+/* As qt_ref_quantize_q8_k: m = the first value of largest magnitude (NaNs skipped), s = −127/m,
+ * q = nearest-even(clamp(x·s, −127, 127)) (cvtps rounds to nearest even, as nearbyintf does;
+ * max_ps/min_ps return the bound for a NaN lane as fmaxf/fminf do), d = 1/s; bsums from the
+ * stored bytes with maddubs/madd and a transposing hadd. */
+static void quantize_q8_k(const float *x, void *out, int64_t n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    blk_q8_k *b = out;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        __m256 mx = _mm256_setzero_ps();
+        for (int k = 0; k < QK_K / 8; k++)
+            mx = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), mx);
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        memset(&b[i], 0, sizeof b[i]);
+        if (amax == 0)
+            continue;
+        float vmax = 0;
+        __m256 va = _mm256_set1_ps(amax);
+        for (int k = 0; k < QK_K / 8; k++) {
+            __m256 v = _mm256_loadu_ps(x + 8 * k);
+            int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v), va, _CMP_EQ_OQ));
+            if (mask) {
+                vmax = x[8 * k + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        float iscale = -127.0f / vmax;
+        __m256 vs = _mm256_set1_ps(iscale), lo = _mm256_set1_ps(-127.0f),
+               hi = _mm256_set1_ps(127.0f);
+        __m256i sums[QK_K / 32];
+        for (int k = 0; k < QK_K / 32; k++) {
+            __m256i q[4];
+            for (int j = 0; j < 4; j++) {
+                __m256 v = _mm256_mul_ps(vs, _mm256_loadu_ps(x + 32 * k + 8 * j));
+                q[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+            }
+            __m256i p8 =
+                _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(b[i].qs + 32 * k), p8);
+            /* 8 int32 lanes: sums of 4 consecutive quants; lanes 0–3 are group 2k, 4–7 2k + 1 */
+            sums[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), p8),
+                                        _mm256_set1_epi16(1));
+        }
+        for (int k = 0; k < QK_K / 32; k += 4) {
+            __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(sums[k], sums[k + 1]),
+                                          _mm256_hadd_epi32(sums[k + 2], sums[k + 3]));
+            /* h: groups 2k, 2k+2, 2k+4, 2k+6 | 2k+1, 2k+3, 2k+5, 2k+7 → in order */
+            h = _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            __m128i s16 =
+                _mm_packs_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            _mm_storeu_si128((__m128i *)(b[i].bsums + 2 * k), s16);
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
+
 /* --- installation ----------------------------------------------------------------------------- */
 
 void qt_avx2_install(qt_traits tab[QT_NTYPES], qt_mm_fn mm[QT_NTYPES])
@@ -521,4 +963,27 @@ void qt_avx2_install(qt_traits tab[QT_NTYPES], qt_mm_fn mm[QT_NTYPES])
 
     tab[GGML_Q8_1].dequant = dequant_q8_1;
     tab[GGML_Q8_1].quantize = quantize_q8_1;
+
+    tab[GGML_Q5_0].dequant = dequant_q5_0;
+    tab[GGML_Q5_0].dot = tiles_q5_0_dot;
+    mm[GGML_Q5_0] = mm_q5_0;
+
+    tab[GGML_Q5_1].dequant = dequant_q5_1;
+    tab[GGML_Q5_1].dot = tiles_q5_1_dot;
+    mm[GGML_Q5_1] = mm_q5_1;
+
+    tab[GGML_Q4_K].dequant = dequant_q4_k;
+    tab[GGML_Q4_K].dot = tiles_q4_k_dot;
+    mm[GGML_Q4_K] = mm_q4_k;
+
+    tab[GGML_Q5_K].dequant = dequant_q5_k;
+    tab[GGML_Q5_K].dot = tiles_q5_k_dot;
+    mm[GGML_Q5_K] = mm_q5_k;
+
+    tab[GGML_Q6_K].dequant = dequant_q6_k;
+    tab[GGML_Q6_K].dot = tiles_q6_k_dot;
+    mm[GGML_Q6_K] = mm_q6_k;
+
+    tab[GGML_Q8_K].dequant = dequant_q8_k;
+    tab[GGML_Q8_K].quantize = quantize_q8_k;
 }

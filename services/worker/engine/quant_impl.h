@@ -28,15 +28,27 @@ void qt_ref_dequant_q4_0(const void *row, float *out, int64_t n);
 void qt_ref_dequant_q4_1(const void *row, float *out, int64_t n);
 void qt_ref_dequant_q8_0(const void *row, float *out, int64_t n);
 void qt_ref_dequant_q8_1(const void *row, float *out, int64_t n);
+void qt_ref_dequant_q5_0(const void *row, float *out, int64_t n);
+void qt_ref_dequant_q5_1(const void *row, float *out, int64_t n);
+void qt_ref_dequant_q4_k(const void *row, float *out, int64_t n);
+void qt_ref_dequant_q5_k(const void *row, float *out, int64_t n);
+void qt_ref_dequant_q6_k(const void *row, float *out, int64_t n);
+void qt_ref_dequant_q8_k(const void *row, float *out, int64_t n);
 
-/* Weight row · activation row: F32·F32, F16·F32, BF16·F32, Q4_0·Q8_0, Q4_1·Q8_1, Q8_0·Q8_0.
- * Per-block integer sums are exact; the sum over blocks or elements is taken in double. */
+/* Weight row · activation row: F32·F32, F16·F32, BF16·F32, Q4_0·Q8_0, Q4_1·Q8_1, Q8_0·Q8_0,
+ * Q5_0·Q8_0, Q5_1·Q8_1, Q4_K·Q8_K, Q5_K·Q8_K, Q6_K·Q8_K. Per-block (per-sub-block) integer sums
+ * are exact; the sum over blocks or elements is taken in double. */
 float qt_ref_dot_f32(const void *w, const void *x, int64_t n);
 float qt_ref_dot_f16(const void *w, const void *x, int64_t n);
 float qt_ref_dot_bf16(const void *w, const void *x, int64_t n);
 float qt_ref_dot_q4_0(const void *w, const void *x, int64_t n);
 float qt_ref_dot_q4_1(const void *w, const void *x, int64_t n);
 float qt_ref_dot_q8_0(const void *w, const void *x, int64_t n);
+float qt_ref_dot_q5_0(const void *w, const void *x, int64_t n);
+float qt_ref_dot_q5_1(const void *w, const void *x, int64_t n);
+float qt_ref_dot_q4_k(const void *w, const void *x, int64_t n);
+float qt_ref_dot_q5_k(const void *w, const void *x, int64_t n);
+float qt_ref_dot_q6_k(const void *w, const void *x, int64_t n);
 
 void qt_ref_quantize_f32(const float *x, void *out, int64_t n);
 void qt_ref_quantize_f16(const float *x, void *out, int64_t n);
@@ -45,6 +57,15 @@ void qt_ref_quantize_q4_0(const float *x, void *out, int64_t n);
 void qt_ref_quantize_q4_1(const float *x, void *out, int64_t n);
 void qt_ref_quantize_q8_0(const float *x, void *out, int64_t n);
 void qt_ref_quantize_q8_1(const float *x, void *out, int64_t n);
+void qt_ref_quantize_q5_0(const float *x, void *out, int64_t n);
+void qt_ref_quantize_q5_1(const float *x, void *out, int64_t n);
+void qt_ref_quantize_q4_k(const float *x, void *out, int64_t n);
+void qt_ref_quantize_q5_k(const float *x, void *out, int64_t n);
+void qt_ref_quantize_q6_k(const float *x, void *out, int64_t n);
+void qt_ref_quantize_q8_k(const float *x, void *out, int64_t n);
+
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block. */
+void qt_k_scale_min(const uint8_t scales[K_SCALE_SIZE], int j, uint8_t *sc, uint8_t *m);
 
 /* --- fast paths ----------------------------------------------------------------------------- */
 /* True when this CPU (and OS) can run quant_avx2.c: AVX2, FMA and F16C. */

@@ -1,5 +1,7 @@
-/* test_quant.c — element types: layouts, half/bfloat conversion, quantisation bounds, and the
- * fast paths against the scalar references.
+/* test_quant.c — element types: layouts, half/bfloat conversion, quantisation bounds, golden
+ * dequantised values from llama.cpp's gguf-py (tests/golden/quant/), and the fast paths against
+ * the scalar references, for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and
+ * the activation blocks Q8_1 (ours) and Q8_K.
  *
  * Error criteria (dot products). For a weight row w and activation row x, let
  * norm = Σ|w_i·x_i| over the dequantised operands. The reference dot is exact up to one float
@@ -9,12 +11,18 @@
  * bound for the ≤ 4096 values used), and over all dots of a type the normalised MSE
  * Σ(fast − ref)² / Σnorm² ≤ 1e-12 (typical values are around 1e-15; one wrong block or a
  * dropped scale gives 1e-4 or worse); results in float's subnormal range get an absolute
- * slack. Dequantisation and quantisation must be bit-identical. */
+ * slack. Dequantisation and quantisation must be bit-identical.
+ *
+ * For the K-quants with a min (Q4_K, Q5_K) a weight is d·sc·q − dmin·m, and the two terms can
+ * cancel: rounding then scales with |d·sc·q| + |dmin·m|, not with the weight, so their `norm` is
+ * Σ(|d·sc·q| + |dmin·m|)·|x_i| (see weight_magnitudes). */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "../harness.h"
+#include "backend.h"
 #include "gguf.h"
 #include "quant.h"
 
@@ -112,15 +120,18 @@ static void rand_blocks(rng *r, gguf_ttype t, void *row, int64_t n)
     for (int64_t b = 0; b < n / tr->block; b++) {
         uint8_t *blk = p + (size_t)b * tr->block_bytes;
         qt_f16 d = rand_scale(r), m = rand_scale(r);
-        if (t == GGML_Q4_0 || t == GGML_Q8_0 || t == GGML_Q4_1)
+        if (t == GGML_Q6_K)
+            memcpy(blk + offsetof(blk_q6_k, d), &d, 2);
+        else
             memcpy(blk, &d, 2);
-        if (t == GGML_Q4_1)
+        if (t == GGML_Q4_1 || t == GGML_Q5_1 || t == GGML_Q4_K || t == GGML_Q5_K)
             memcpy(blk + 2, &m, 2);
     }
 }
 
-static const gguf_ttype weight_types[] = {GGML_F32,  GGML_F16,  GGML_BF16,
-                                          GGML_Q4_0, GGML_Q4_1, GGML_Q8_0};
+static const gguf_ttype weight_types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0,
+                                          GGML_Q4_1, GGML_Q8_0, GGML_Q5_0, GGML_Q5_1,
+                                          GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
 #define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
 
 static bool cpu_has_avx2(void)
@@ -145,8 +156,25 @@ TEST(quant_traits_and_sizes)
     CHECK_EQ_INT(qt_row_size(GGML_F16, 7), 14);
     CHECK_EQ_INT(qt_row_size(GGML_F32, 3), 12);
     CHECK_EQ_INT(qt_row_size(GGML_Q4_0, 33), 0);
-    CHECK_EQ_INT(qt_row_size(GGML_Q4_K, 256), 0);
-    CHECK(qt_get(GGML_Q4_K) == NULL);
+    CHECK_EQ_INT(sizeof(blk_q5_0), 22);
+    CHECK_EQ_INT(sizeof(blk_q5_1), 24);
+    CHECK_EQ_INT(sizeof(blk_q4_k), 144);
+    CHECK_EQ_INT(sizeof(blk_q5_k), 176);
+    CHECK_EQ_INT(sizeof(blk_q6_k), 210);
+    CHECK_EQ_INT(sizeof(blk_q8_k), 292);
+    CHECK_EQ_INT(qt_row_size(GGML_Q5_0, 640), 20 * 22);
+    CHECK_EQ_INT(qt_row_size(GGML_Q4_K, 2048), 8 * 144);
+    CHECK_EQ_INT(qt_row_size(GGML_Q6_K, 512), 2 * 210);
+    CHECK_EQ_INT(qt_row_size(GGML_Q8_K, 256), 292);
+    CHECK_EQ_INT(qt_row_size(GGML_Q4_K, 640), 0); /* not a multiple of 256 */
+    CHECK_EQ_INT(qt_row_size(GGML_Q2_K, 256), 0);
+    CHECK(qt_get(GGML_Q2_K) == NULL && qt_get(GGML_Q3_K) == NULL);
+    CHECK_EQ_INT(qt_get(GGML_Q5_0)->vec_dot_type, GGML_Q8_0);
+    CHECK_EQ_INT(qt_get(GGML_Q5_1)->vec_dot_type, GGML_Q8_1);
+    CHECK_EQ_INT(qt_get(GGML_Q4_K)->vec_dot_type, GGML_Q8_K);
+    CHECK_EQ_INT(qt_get(GGML_Q5_K)->vec_dot_type, GGML_Q8_K);
+    CHECK_EQ_INT(qt_get(GGML_Q6_K)->vec_dot_type, GGML_Q8_K);
+    CHECK(qt_get(GGML_Q8_K)->dot == NULL && qt_get(GGML_Q8_K)->quantize != NULL);
     CHECK(qt_get((gguf_ttype)999) == NULL);
     CHECK(qt_get((gguf_ttype)-1) == NULL);
     CHECK_EQ_INT(qt_get(GGML_Q4_0)->vec_dot_type, GGML_Q8_0);
@@ -193,6 +221,179 @@ TEST(quant_block_layouts)
         (pass ? t8->dequant : t8->dequant_ref)(&c, out, 32);
         for (int j = 0; j < 32; j++)
             CHECK(out[j] == 2.0f * (j - 16));
+    }
+}
+
+/* Hand-made Q5 and K-quant blocks pin the bit positions: Q5's qh bit j is element j's 5th bit;
+ * K-quant sub-blocks 4–7 take their scales and mins from the packed 12 bytes; Q6_K's d is last. */
+TEST(quant_block_layouts_q5_k)
+{
+    float out[QK_K];
+    blk_q5_0 a = {.d = 0x3c00, .qh = {0x01, 0x00, 0x00, 0x80}}; /* elements 0 and 31 */
+    for (int j = 0; j < 16; j++)
+        a.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    blk_q5_1 b = {.d = 0x3800, .m = 0xbc00, .qh = {0x00, 0x80, 0x01, 0x00}}; /* 15 and 16 */
+    for (int j = 0; j < 16; j++)
+        b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    /* Q4_K: d = 1, dmin = 0.5; sub-block j gets scale j + 1 + (j ≥ 4 ? 16 : 0) and min 2j +
+     * (j ≥ 4 ? 32 : 0), which sets the top-bit fields of bytes 0–7 for j ≥ 4. */
+    blk_q4_k k4 = {.d = 0x3c00, .dmin = 0x3800};
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) {
+        sc[j] = (uint8_t)(j + 1 + (j >= 4 ? 16 : 0));
+        mn[j] = (uint8_t)(2 * j + (j >= 4 ? 32 : 0));
+    }
+    for (int j = 0; j < 4; j++) {
+        k4.scales[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        k4.scales[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
+        k4.scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
+    }
+    for (int l = 0; l < 128; l++)
+        k4.qs[l] = (uint8_t)((l % 16) | (15 - l % 16) << 4);
+    blk_q5_k k5;
+    memset(&k5, 0, sizeof k5);
+    k5.d = k4.d;
+    k5.dmin = k4.dmin;
+    memcpy(k5.scales, k4.scales, sizeof k5.scales);
+    memcpy(k5.qs, k4.qs, sizeof k5.qs);
+    k5.qh[3] = 0x24; /* bits 2 and 5: elements 64 + 3 and 160 + 3 */
+    blk_q6_k k6;
+    memset(&k6, 0, sizeof k6);
+    k6.d = 0x4000; /* 2.0, the last two bytes */
+    for (int j = 0; j < 16; j++)
+        k6.scales[j] = (int8_t)(j - 8);
+    k6.ql[5] = 0x21;      /* element 5: low 1, element 64 + 5: low 2 */
+    k6.ql[32 + 5] = 0x43; /* element 32 + 5: low 3, element 96 + 5: low 4 */
+    k6.qh[5] = 0xe4;      /* high bits: element 5 → 0, 37 → 1, 69 → 2, 101 → 3 */
+    k6.ql[64 + 7] = 0x0f; /* element 128 + 7: low 15 */
+    k6.qh[32 + 7] = 0x03; /* element 128 + 7: high 3 → q = 63 */
+    for (int pass = 0; pass < 2; pass++) {
+        const qt_traits *t50 = qt_get(GGML_Q5_0), *t51 = qt_get(GGML_Q5_1);
+        const qt_traits *t4k = qt_get(GGML_Q4_K), *t5k = qt_get(GGML_Q5_K),
+                        *t6k = qt_get(GGML_Q6_K);
+        (pass ? t50->dequant : t50->dequant_ref)(&a, out, 32);
+        for (int j = 0; j < 16; j++) {
+            CHECK(out[j] == (float)(j + (j == 0 ? 16 : 0) - 16));
+            CHECK(out[j + 16] == (float)(15 - j + (j == 15 ? 16 : 0) - 16));
+        }
+        (pass ? t51->dequant : t51->dequant_ref)(&b, out, 32);
+        for (int j = 0; j < 16; j++) {
+            CHECK(out[j] == (j + (j == 15 ? 16 : 0)) * 0.5f - 1.0f);
+            CHECK(out[j + 16] == (15 - j + (j == 0 ? 16 : 0)) * 0.5f - 1.0f);
+        }
+        (pass ? t4k->dequant : t4k->dequant_ref)(&k4, out, QK_K);
+        int bad = 0;
+        for (int e = 0; e < QK_K; e++) {
+            int j = e / 32, l = e % 64 % 32, q = j % 2 ? 15 - l % 16 : l % 16;
+            bad += out[e] != (float)(sc[j] * q) - 0.5f * mn[j];
+        }
+        CHECK_EQ_INT(bad, 0);
+        (pass ? t5k->dequant : t5k->dequant_ref)(&k5, out, QK_K);
+        bad = 0;
+        for (int e = 0; e < QK_K; e++) {
+            int j = e / 32, l = e % 64 % 32, q = j % 2 ? 15 - l % 16 : l % 16;
+            q += (e == 64 + 3 || e == 160 + 3) ? 16 : 0;
+            bad += out[e] != (float)(sc[j] * q) - 0.5f * mn[j];
+        }
+        CHECK_EQ_INT(bad, 0);
+        (pass ? t6k->dequant : t6k->dequant_ref)(&k6, out, QK_K);
+        CHECK(out[5] == 2.0f * (0 - 8) * (1 - 32));
+        CHECK(out[32 + 5] == 2.0f * (2 - 8) * (3 + 16 - 32));
+        CHECK(out[64 + 5] == 2.0f * (4 - 8) * (2 + 32 - 32));
+        CHECK(out[96 + 5] == 2.0f * (6 - 8) * (4 + 48 - 32));
+        CHECK(out[128 + 7] == 2.0f * (8 - 8) * 31);
+        CHECK(out[0] == 2.0f * (0 - 8) * -32);
+    }
+}
+
+/* --- golden values (llama.cpp's gguf-py) ------------------------------------------------------ */
+
+/* tests/golden/quant/<name>.bin, written by make_quant_golden.py: random and edge-case blocks
+ * with gguf-py's dequantised values. Both the reference and the fast dequantiser must match
+ * them bit for bit (gguf-py rounds the same float operations in the same order). The same
+ * blocks (zero, largest, subnormal and negative scales; all-zero and all-one quant bits) then
+ * go through the fast dot one block at a time against Gaussian, extreme and outlier
+ * activations, within the dot criterion above. */
+static void weight_magnitudes(gguf_ttype t, const void *w, int64_t n, float *mag);
+
+static void check_golden_dots(gguf_ttype type, const uint8_t *raw, size_t nb)
+{
+    const qt_traits *t = qt_get(type), *vt = qt_get(t->vec_dot_type);
+    int64_t n = t->block;
+    static const int kinds[] = {K_GAUSS, K_EXTREME, K_OUTLIER};
+    rng r = {1000 + (uint64_t)type};
+    float *x = malloc((size_t)n * sizeof *x), *xf = malloc((size_t)n * sizeof *xf);
+    float *mag = malloc((size_t)n * sizeof *mag);
+    uint8_t *xq = malloc(qt_row_size(t->vec_dot_type, n));
+    int bad = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *blk = raw + b * t->block_bytes;
+        weight_magnitudes(type, blk, n, mag);
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            fill(&r, x, n, kinds[k]);
+            vt->quantize_ref(x, xq, n);
+            vt->dequant_ref(xq, xf, n);
+            double norm = 0;
+            for (int64_t i = 0; i < n; i++)
+                norm += fabs((double)mag[i] * xf[i]);
+            double ref = t->dot_ref(blk, xq, n), fast = t->dot(blk, xq, n);
+            bad += !(fabs(fast - ref) <= 1e-5 * norm + 1e-37);
+        }
+    }
+    if (bad)
+        th_fail(__FILE__, __LINE__, "%s: %d golden-block dots off the reference", t->name, bad);
+    th_checked();
+    free(x);
+    free(xf);
+    free(mag);
+    free(xq);
+}
+
+TEST(quant_golden_dequant)
+{
+    static const gguf_ttype types[] = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1,
+                                       GGML_Q8_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        const qt_traits *t = qt_get(types[k]);
+        char path[128];
+        snprintf(path, sizeof path, "tests/golden/quant/%s.bin", t->name);
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            th_fail(__FILE__, __LINE__, "%s: cannot open (run from the repository root)", path);
+            continue;
+        }
+        char magic[4];
+        uint32_t hdr[4];
+        bool ok = fread(magic, 1, 4, f) == 4 && memcmp(magic, "PQG1", 4) == 0 &&
+                  fread(hdr, sizeof hdr[0], 4, f) == 4 && hdr[0] == (uint32_t)types[k] &&
+                  hdr[2] == (uint32_t)t->block && hdr[3] == t->block_bytes && hdr[1] > 0 &&
+                  hdr[1] < 100000;
+        size_t nb = ok ? hdr[1] : 0, n = nb * (size_t)t->block;
+        uint8_t *raw = malloc(nb * t->block_bytes + 1);
+        float *want = malloc(n * sizeof *want + 1), *got = malloc(n * sizeof *got + 1);
+        ok = ok && fread(raw, t->block_bytes, nb, f) == nb && fread(want, sizeof *want, n, f) == n;
+        fclose(f);
+        if (!ok) {
+            th_fail(__FILE__, __LINE__, "%s: bad golden file", path);
+        } else {
+            for (int pass = 0; pass < 2; pass++) {
+                (pass ? t->dequant : t->dequant_ref)(raw, got, (int64_t)n);
+                size_t bad = 0, first = 0;
+                for (size_t i = 0; i < n; i++)
+                    if (memcmp(&got[i], &want[i], sizeof got[i]) != 0 && bad++ == 0)
+                        first = i;
+                if (bad)
+                    th_fail(__FILE__, __LINE__,
+                            "%s %s: %zu of %zu values differ from gguf-py (first: [%zu] %.9g "
+                            "vs %.9g)",
+                            t->name, pass ? "fast" : "ref", bad, n, first, got[first], want[first]);
+                th_checked();
+            }
+            check_golden_dots(types[k], raw, nb);
+        }
+        free(raw);
+        free(want);
+        free(got);
     }
 }
 
@@ -316,8 +517,9 @@ TEST(quant_bf16_special_values)
 
 TEST(quant_dequant_fast_matches_ref)
 {
-    static const gguf_ttype types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0,
-                                       GGML_Q4_1, GGML_Q8_0, GGML_Q8_1};
+    static const gguf_ttype types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0, GGML_Q4_1,
+                                       GGML_Q8_0, GGML_Q8_1, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K,
+                                       GGML_Q5_K, GGML_Q6_K, GGML_Q8_K};
     rng r = {42};
     enum { N = 4096 };
     uint8_t *row = malloc(qt_row_size(GGML_F32, N)); /* the largest of these rows */
@@ -326,7 +528,7 @@ TEST(quant_dequant_fast_matches_ref)
         const qt_traits *t = qt_get(types[k]);
         for (int trial = 0; trial < 20; trial++) {
             int64_t n = t->block * (1 + (int64_t)(rng_next(&r) % (N / t->block)));
-            if (types[k] == GGML_Q8_1) {
+            if (!t->dot) { /* activation blocks: made by quantising */
                 float x[N];
                 fill(&r, x, n, trial % K_COUNT);
                 t->quantize_ref(x, row, n);
@@ -351,8 +553,9 @@ TEST(quant_dequant_fast_matches_ref)
 
 TEST(quant_quantize_fast_matches_ref)
 {
-    static const gguf_ttype types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0,
-                                       GGML_Q4_1, GGML_Q8_0, GGML_Q8_1};
+    static const gguf_ttype types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0, GGML_Q4_1,
+                                       GGML_Q8_0, GGML_Q8_1, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K,
+                                       GGML_Q5_K, GGML_Q6_K, GGML_Q8_K};
     rng r = {7};
     enum { N = 4096 };
     float *x = malloc(N * sizeof *x);
@@ -362,7 +565,8 @@ TEST(quant_quantize_fast_matches_ref)
         const qt_traits *t = qt_get(types[k]);
         for (int kind = 0; kind < K_COUNT; kind++) {
             for (int trial = 0; trial < 4; trial++) {
-                int64_t n = 32 * (1 + (int64_t)(rng_next(&r) % (N / 32)));
+                int64_t blk = t->block > 32 ? t->block : 32;
+                int64_t n = blk * (1 + (int64_t)(rng_next(&r) % (N / blk)));
                 fill(&r, x, n, kind);
                 memset(a, 0xaa, cap);
                 memset(b, 0x55, cap);
@@ -450,6 +654,20 @@ static void check_roundtrip(gguf_ttype type, const float *x, int64_t n)
             bound = d * (1 + 1e-6) + 8 * fabs(fabs(f16d(d16)) - d) + 1e-6 * amax;
             break;
         }
+        case GGML_Q5_0: {
+            double d = amax / 16;
+            bad += fabs(fabs(f16d(d16)) - d) > d * 0x1p-11 + 0x1p-25;
+            bound = d * (1 + 1e-6) + 16 * fabs(fabs(f16d(d16)) - d) + 1e-6 * amax;
+            break;
+        }
+        case GGML_Q5_1: {
+            double d = (hi - lo) / 31;
+            bad += fabs(f16d(d16) - d) > d * 0x1p-11 + 0x1p-25;
+            bad += fabs(f16d(m16) - lo) > fabs(lo) * 0x1p-11 + 0x1p-25;
+            bound = 0.5 * d * (1 + 1e-5) + 31 * fabs(f16d(d16) - d) + fabs(f16d(m16) - lo) +
+                    1e-6 * amax;
+            break;
+        }
         case GGML_Q4_1: {
             double d = (hi - lo) / 15;
             bad += fabs(f16d(d16) - d) > d * 0x1p-11 + 0x1p-25;
@@ -485,10 +703,95 @@ static void check_roundtrip(gguf_ttype type, const float *x, int64_t n)
     free(y);
 }
 
+/* K-quants: per value, |y − x| ≤ half a step of its sub-block plus what the 6-bit (Q6_K: 8-bit)
+ * quantisation of the sub-block scale and min can move the grid: for Q4_K/Q5_K at most
+ * nmax·d/2 (scale, plus a margin for d's own f16 rounding) and dmin/2 (min); for Q6_K 32·|d|/2
+ * and a whole step (the value opposite the sub-block's extreme maps to +32, clamped to 31).
+ * Q8_K: |d·q − x| ≤ |d|/2 (with slack) and bsums are the sums of each 16 quants. And the
+ * normalised MSE on Gaussian data stays at what each format should reach. */
+static void check_roundtrip_k(gguf_ttype type, const float *x, int64_t n, double *err2,
+                              double *sig2)
+{
+    const qt_traits *t = qt_get(type);
+    uint8_t *q = malloc(qt_row_size(type, n));
+    float *y = malloc((size_t)n * sizeof *y);
+    t->quantize_ref(x, q, n);
+    t->dequant_ref(q, y, n);
+    int bad = 0;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *blk = q + (size_t)b * t->block_bytes;
+        const float *xb = x + QK_K * b, *yb = y + QK_K * b;
+        double amax = 0;
+        for (int j = 0; j < QK_K; j++)
+            amax = fmax(amax, fabs(xb[j]));
+        for (int j = 0; j < QK_K; j++) {
+            double bound = 1e-6 * amax + 1e-30, e = fabs((double)yb[j] - xb[j]);
+            if (type == GGML_Q4_K || type == GGML_Q5_K) {
+                const blk_q4_k *k = (const blk_q4_k *)blk; /* d, dmin, scales: same in Q5_K */
+                int nmax = type == GGML_Q4_K ? 15 : 31, sub = j / 32;
+                uint8_t sc = sub < 4 ? k->scales[sub] & 63
+                                     : (k->scales[sub + 4] & 15) | (k->scales[sub - 4] >> 6) << 4;
+                double d = f16d(k->d), dmin = f16d(k->dmin);
+                bound += 0.5 * d * sc + nmax * 0.55 * d + 0.5 * dmin;
+            } else if (type == GGML_Q6_K) {
+                const blk_q6_k *k = (const blk_q6_k *)blk;
+                double dj = fabs(f16d(k->d) * k->scales[j / 16]);
+                /* a value of the opposite sign to the sub-block's extreme lands on the clamp
+                 * at +31: up to a whole step */
+                bound += dj + 32 * 0.55 * fabs(f16d(k->d)) + amax * 0x1p-10;
+            } else {
+                const blk_q8_k *k = (const blk_q8_k *)blk;
+                bound += 0.5 * fabs(k->d) * (1 + 1e-6);
+                if (j % 16 == 0) {
+                    int sum = 0;
+                    for (int l = 0; l < 16; l++)
+                        sum += k->qs[j + l];
+                    bad += sum != k->bsums[j / 16];
+                }
+            }
+            bad += !(e <= bound);
+            *err2 += e * e;
+            *sig2 += (double)xb[j] * xb[j];
+        }
+    }
+    if (bad)
+        th_fail(__FILE__, __LINE__, "%s: %d values outside the round-trip bound", t->name, bad);
+    th_checked();
+    free(q);
+    free(y);
+}
+
+TEST(quant_roundtrip_k_within_format_bounds)
+{
+    static const struct {
+        gguf_ttype t;
+        double nmse; /* on Gaussian data */
+    } types[] = {{GGML_Q4_K, 2e-2}, {GGML_Q5_K, 5e-3}, {GGML_Q6_K, 2e-3}, {GGML_Q8_K, 1e-4}};
+    rng r = {98};
+    enum { N = 2048 };
+    float x[N];
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        double gerr = 0, gsig = 0;
+        for (int kind = 0; kind < K_COUNT; kind++)
+            for (int trial = 0; trial < 3; trial++) {
+                double e2 = 0, s2 = 0;
+                fill(&r, x, N, kind);
+                check_roundtrip_k(types[k].t, x, N, &e2, &s2);
+                if (kind == K_GAUSS) {
+                    gerr += e2;
+                    gsig += s2;
+                }
+            }
+        printf("  %-5s round trip on Gaussian data: normalised MSE %.2e\n",
+               qt_get(types[k].t)->name, gerr / gsig);
+        CHECK(gerr / gsig <= types[k].nmse);
+    }
+}
+
 TEST(quant_roundtrip_within_format_bounds)
 {
-    static const gguf_ttype types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0,
-                                       GGML_Q4_1, GGML_Q8_0, GGML_Q8_1};
+    static const gguf_ttype types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0, GGML_Q4_1,
+                                       GGML_Q8_0, GGML_Q8_1, GGML_Q5_0, GGML_Q5_1};
     rng r = {99};
     enum { N = 2048 };
     float x[N];
@@ -542,28 +845,59 @@ static void free_dot_case(dot_case *c)
  * longer relative. */
 #define TINY 1e-37
 
+/* mag[i] = the scale of weight i's rounding: |w_i|, or |d·sc·q| + |dmin·m| for Q4_K / Q5_K
+ * (found by dequantising copies of the row with dmin and then d set to zero). */
+static void weight_magnitudes(gguf_ttype t, const void *w, int64_t n, float *mag)
+{
+    const qt_traits *tr = qt_get(t);
+    tr->dequant_ref(w, mag, n);
+    if (t != GGML_Q4_K && t != GGML_Q5_K) {
+        for (int64_t i = 0; i < n; i++)
+            mag[i] = fabsf(mag[i]);
+        return;
+    }
+    size_t bytes = qt_row_size(t, n);
+    uint8_t *c = malloc(bytes);
+    float *part = malloc((size_t)n * sizeof *part);
+    for (int which = 0; which < 2; which++) {
+        memcpy(c, w, bytes);
+        for (int64_t b = 0; b < n / QK_K; b++)
+            memset(c + (size_t)b * tr->block_bytes + (which ? 0 : 2), 0, 2); /* dmin, then d */
+        tr->dequant_ref(c, part, n);
+        for (int64_t i = 0; i < n; i++)
+            mag[i] = which ? mag[i] + fabsf(part[i]) : fabsf(part[i]);
+    }
+    free(c);
+    free(part);
+}
+
 TEST(quant_dot_fast_matches_ref)
 {
-    static const int64_t block_sizes[] = {32, 64, 96, 576, 1536, 4096};
+    static const int64_t block_mults[] = {1, 2, 3, 18, 48, 128}; /* × 32 values */
+    static const int64_t k_mults[] = {1, 2, 3, 5, 8, 16};        /* × 256 values */
     static const int64_t float_sizes[] = {1, 7, 8, 15, 16, 17, 33, 100, 576, 1000, 4096};
     rng r = {2024};
     for (size_t k = 0; k < N_WEIGHT_TYPES; k++) {
         gguf_ttype t = weight_types[k];
         const qt_traits *tr = qt_get(t);
         bool blocks = tr->block > 1;
-        size_t n_sizes = blocks ? sizeof block_sizes / sizeof block_sizes[0]
+        size_t n_sizes = blocks ? sizeof block_mults / sizeof block_mults[0]
                                 : sizeof float_sizes / sizeof float_sizes[0];
         double err2 = 0, norm2 = 0, worst = 0;
         int bad = 0, bad_def = 0;
         for (size_t s = 0; s < n_sizes; s++) {
-            int64_t n = blocks ? block_sizes[s] : float_sizes[s];
+            int64_t n = !blocks           ? float_sizes[s]
+                        : tr->block == 32 ? 32 * block_mults[s]
+                                          : tr->block * k_mults[s];
+            float *mag = malloc((size_t)n * sizeof *mag);
             for (int trial = 0; trial < 2 * K_COUNT; trial++) {
                 dot_case c;
                 make_dot_case(&r, t, n, trial, &c);
+                weight_magnitudes(t, c.w, n, mag);
                 double exact = 0, norm = 0;
                 for (int64_t i = 0; i < n; i++) {
                     exact += (double)c.wf[i] * c.xf[i];
-                    norm += fabs((double)c.wf[i] * c.xf[i]);
+                    norm += fabs((double)mag[i] * c.xf[i]);
                 }
                 double ref = tr->dot_ref(c.w, c.xq, n), fast = tr->dot(c.w, c.xq, n);
                 double e = fabs(fast - ref);
@@ -575,6 +909,7 @@ TEST(quant_dot_fast_matches_ref)
                 bad_def += !(fabs(ref - exact) <= 1e-6 * norm + TINY);
                 free_dot_case(&c);
             }
+            free(mag);
         }
         double nmse = norm2 > 0 ? err2 / norm2 : 0;
         printf("  %-5s dot: normalised MSE %.2e, worst |fast-ref|/norm %.2e\n", tr->name, nmse,
@@ -646,7 +981,8 @@ TEST(quant_matmul_equals_matvec)
     rng r = {31337};
     for (size_t k = 0; k < N_WEIGHT_TYPES; k++) {
         gguf_ttype t = weight_types[k];
-        int64_t cols = qt_get(t)->block > 1 ? 576 : 100;
+        int64_t blk = qt_get(t)->block;
+        int64_t cols = blk == 1 ? 100 : blk == 32 ? 576 : 3 * blk;
         for (int B = 1; B <= 9; B++)
             check_matmul(&r, t, 37, cols, B);
     }
@@ -657,6 +993,11 @@ TEST(quant_matmul_equals_matvec)
     check_matmul(&r, GGML_Q4_1, 9, 32 * 13, 37);
     check_matmul(&r, GGML_Q4_0, 8, 32 * 9, 21);
     check_matmul(&r, GGML_Q8_0, 7, 32 * 48, 64);
+    check_matmul(&r, GGML_Q5_0, 9, 640, 37);
+    check_matmul(&r, GGML_Q5_1, 6, 32 * 13, 21);
+    check_matmul(&r, GGML_Q4_K, 9, 2048, 37);
+    check_matmul(&r, GGML_Q5_K, 5, 1024, 21);
+    check_matmul(&r, GGML_Q6_K, 7, 2048, 150);
 }
 
 TEST(quant_force_scalar)
@@ -669,7 +1010,8 @@ TEST(quant_force_scalar)
         const qt_traits *tr = qt_get(t);
         CHECK(tr->dot == tr->dot_ref && tr->dequant == tr->dequant_ref &&
               tr->quantize == tr->quantize_ref);
-        enum { R = 5, COLS = 64 };
+        enum { R = 5 };
+        const int64_t COLS = tr->block > 32 ? 2 * tr->block : 64;
         dot_case c[R];
         float y[R];
         uint8_t *W = malloc(qt_row_size(t, COLS) * R);
@@ -689,7 +1031,97 @@ TEST(quant_force_scalar)
     qt_force_scalar(false);
     CHECK_STR(qt_cpu_path(), cpu_has_avx2() ? "avx2" : "scalar");
     if (cpu_has_avx2())
-        CHECK(qt_get(GGML_Q4_1)->dot != qt_get(GGML_Q4_1)->dot_ref);
+        for (size_t k = 0; k < N_WEIGHT_TYPES; k++) {
+            const qt_traits *tr = qt_get(weight_types[k]);
+            CHECK(tr->dot != tr->dot_ref); /* every type has its fast dot installed */
+            if (weight_types[k] != GGML_F32)
+                CHECK(tr->dequant != tr->dequant_ref);
+        }
+}
+
+/* The CPU backend runs these types through its ordinary matmul and embed ops: one call mixing
+ * Q4_K, Q6_K, Q5_0 and Q8_0 weights over the same input (so activations go out as Q8_K and
+ * Q8_0), as Gemma 3's Q4_K_M files mix them. Each output equals the table's dot of the weight
+ * row with the activation quantised by the table's own quantiser, bit for bit, and the product
+ * is close to the float product of the dequantised weights (activation rounding only). */
+TEST(quant_backend_matmul_mixed_types)
+{
+    enum { T = 5, COLS = 512, NW = 4 };
+    static const gguf_ttype types[NW] = {GGML_Q4_K, GGML_Q6_K, GGML_Q5_0, GGML_Q8_0};
+    static const int64_t rows[NW] = {40, 33, 17, 24};
+    be_backend *be = NULL;
+    if (be_cpu_create(2, 8, COLS, 64, &be) != PL_OK) {
+        th_fail(__FILE__, __LINE__, "be_cpu_create: %s", pl_err_last());
+        return;
+    }
+    rng r = {4242};
+    float *X = be->ops->alloc(be, (size_t)T * COLS * sizeof(float));
+    float *Y[NW], *wf = malloc((size_t)COLS * sizeof *wf), *tmp = malloc(COLS * sizeof *tmp);
+    be_weight w[NW];
+    const be_weight *wp[NW];
+    int64_t ldy[NW];
+    fill(&r, X, (int64_t)T * COLS, K_GAUSS);
+    for (int i = 0; i < NW; i++) {
+        const qt_traits *tr = qt_get(types[i]);
+        size_t rb = qt_row_size(types[i], COLS);
+        uint8_t *d = malloc(rb * (size_t)rows[i]);
+        for (int64_t k = 0; k < rows[i]; k++) {
+            fill(&r, tmp, COLS, K_GAUSS);
+            tr->quantize_ref(tmp, d + (size_t)k * rb, COLS);
+        }
+        w[i] = (be_weight){types[i], rows[i], COLS, d, NULL, tr->name};
+        wp[i] = &w[i];
+        ldy[i] = rows[i] + 1;
+        Y[i] = be->ops->alloc(be, (size_t)(T * ldy[i]) * sizeof(float));
+    }
+    be->ops->matmul(be, NW, wp, X, COLS, T, Y, ldy);
+    for (int i = 0; i < NW; i++) {
+        const qt_traits *tr = qt_get(types[i]), *vt = qt_get(tr->vec_dot_type);
+        size_t rb = qt_row_size(types[i], COLS);
+        uint8_t *xq = malloc(qt_row_size(tr->vec_dot_type, COLS));
+        int differ = 0;
+        double err2 = 0, sig2 = 0;
+        for (int t = 0; t < T; t++) {
+            vt->quantize(X + t * COLS, xq, COLS);
+            for (int64_t k = 0; k < rows[i]; k++) {
+                const uint8_t *row = (const uint8_t *)w[i].data + (size_t)k * rb;
+                float one = tr->dot(row, xq, COLS), got = Y[i][t * ldy[i] + k];
+                differ += memcmp(&one, &got, sizeof one) != 0;
+                tr->dequant_ref(row, wf, COLS);
+                double exact = 0;
+                for (int c = 0; c < COLS; c++)
+                    exact += (double)wf[c] * X[t * COLS + c];
+                err2 += (got - exact) * (got - exact);
+                sig2 += exact * exact;
+            }
+        }
+        printf("  %-5s through the CPU backend: NMSE vs float product %.2e\n", tr->name,
+               err2 / sig2);
+        if (differ)
+            th_fail(__FILE__, __LINE__, "%s: %d backend outputs differ from the table's dot",
+                    tr->name, differ);
+        th_checked();
+        CHECK(err2 / sig2 < 1e-3); /* 8-bit activations: about 1e-5 typically */
+        free(xq);
+    }
+    /* embedding rows of a K-quant table are the dequantised rows */
+    int32_t tok[3] = {7, 0, 39};
+    float *E = be->ops->alloc(be, 3 * COLS * sizeof(float));
+    be->ops->embed(be, E, &w[0], tok, 3);
+    for (int t = 0; t < 3; t++) {
+        qt_get(GGML_Q4_K)->dequant_ref(
+            (const uint8_t *)w[0].data + (size_t)tok[t] * qt_row_size(GGML_Q4_K, COLS), wf, COLS);
+        CHECK(memcmp(wf, E + t * COLS, COLS * sizeof *wf) == 0);
+    }
+    be->ops->free(be, E, 3 * COLS * sizeof(float));
+    for (int i = 0; i < NW; i++) {
+        be->ops->free(be, Y[i], (size_t)(T * ldy[i]) * sizeof(float));
+        free((void *)w[i].data);
+    }
+    be->ops->free(be, X, (size_t)T * COLS * sizeof(float));
+    free(wf);
+    free(tmp);
+    be->ops->destroy(be);
 }
 
 /* --- real weights ----------------------------------------------------------------------------- */
@@ -711,6 +1143,7 @@ static void check_real_tensor(const gguf_tensor *t, int64_t max_rows, rng *r)
     enum { B = 5 };
     float *x = malloc((size_t)cols * sizeof *x), *a = malloc((size_t)cols * sizeof *a);
     float *b = malloc((size_t)cols * sizeof *b), *xf = malloc((size_t)cols * B * sizeof *xf);
+    float *mag = malloc((size_t)cols * sizeof *mag);
     uint8_t *xq = malloc(xrow * B);
     float *Y = malloc((size_t)(B * rows) * sizeof *Y), *y = malloc((size_t)rows * sizeof *y);
     for (int k = 0; k < B; k++) {
@@ -726,10 +1159,11 @@ static void check_real_tensor(const gguf_tensor *t, int64_t max_rows, rng *r)
         tr->dequant(w, a, cols);
         tr->dequant_ref(w, b, cols);
         dq_bad += memcmp(a, b, (size_t)cols * sizeof *a) != 0;
+        weight_magnitudes(t->type, w, cols, mag);
         for (int k = 0; k < B; k++) {
             double norm = 0;
             for (int64_t c = 0; c < cols; c++)
-                norm += fabs((double)b[c] * xf[(size_t)k * cols + c]);
+                norm += fabs((double)mag[c] * xf[(size_t)k * cols + c]);
             double ref = tr->dot_ref(w, xq + k * xrow, cols);
             float fast = tr->dot(w, xq + k * xrow, cols);
             dot_bad += !(fabs(fast - ref) <= 1e-5 * norm + TINY);
@@ -753,6 +1187,7 @@ static void check_real_tensor(const gguf_tensor *t, int64_t max_rows, rng *r)
     free(a);
     free(b);
     free(xf);
+    free(mag);
     free(xq);
     free(Y);
     free(y);
@@ -778,5 +1213,38 @@ TEST(quant_real_model_blocks)
     }
     const gguf_tensor *q = gguf_find_tensor(f, "blk.0.ffn_down.weight");
     CHECK(q && q->type == GGML_Q4_1); /* the Q4_1 file really exercises the Q4_1 path */
+    gguf_close(f);
+}
+
+static const char *gemma_path(void)
+{
+    const char *p = getenv("PARLEY_GEMMA3");
+    return p && *p ? p : "models/gemma-3-270m-q4_k_m.gguf";
+}
+
+/* Gemma 3 270M Q4_K_M mixes Q4_K, Q6_K, Q5_0 and Q8_0 (640-wide rows cannot hold 256-value
+ * K-quant blocks): the first tensor of each type, fast against reference as above. */
+TEST(quant_real_gemma_blocks)
+{
+    gguf_file *f = NULL;
+    if (access(gemma_path(), R_OK) != 0)
+        SKIP("Gemma 3 GGUF not found (set PARLEY_GEMMA3)");
+    if (gguf_open(gemma_path(), &f) != PL_OK) {
+        th_fail(__FILE__, __LINE__, "gguf_open(%s): %s", gemma_path(), pl_err_last());
+        return;
+    }
+    rng r = {78};
+    static const gguf_ttype want[] = {GGML_Q4_K, GGML_Q6_K, GGML_Q5_0, GGML_Q8_0};
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        const gguf_tensor *found = NULL;
+        for (uint64_t i = 0; i < gguf_n_tensors(f) && !found; i++) {
+            const gguf_tensor *t = gguf_tensor_at(f, i);
+            if (t->type == want[k] && t->ne[1] > 2)
+                found = t;
+        }
+        CHECK(found != NULL);
+        if (found)
+            check_real_tensor(found, 128, &r);
+    }
     gguf_close(f);
 }
