@@ -8,6 +8,9 @@ sequences (aggregate tokens/s) and its peak RSS. The llama.cpp side is llama-cpp
 from source with native CPU flags (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install --no-binary
 llama-cpp-python llama-cpp-python`); without it the anchor column says so.
 
+Models: both that `make run` serves, SmolLM2-135M-Instruct Q4_1 and Gemma 3 270M Q4_K_M (fetched
+like `parleyctl model` fetches them), one table each; --model PATH benchmarks that file alone.
+
     python3 bench/bench_engine.py [--threads N] [--model PATH] [--reps 5]
 """
 
@@ -55,7 +58,13 @@ def main():
     ap.add_argument("--model", default=None)
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
-    model = Path(a.model) if a.model else ps.ensure_model()
+    models = [Path(a.model)] if a.model else [ps.ensure_model(), ps.ensure_model2()]
+    for model in models:
+        bench_model(model, a)
+    return 0
+
+
+def bench_model(model, a):
     build = ps.default_build_dir()
     # The anchor runs first and alone, then parley, so neither competes with the other.
     anchor = llama_anchor(model, a.threads, a.reps)
@@ -79,7 +88,6 @@ def main():
     print(rss)
     if "version" in anchor:
         print(f"anchor: llama-cpp-python {anchor['version']}")
-    return 0
 
 
 if __name__ == "__main__":

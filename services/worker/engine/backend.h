@@ -120,6 +120,16 @@ typedef struct be_ops {
     void (*attention)(be_backend *b, float *out, int64_t ldo, const float *q, int64_t ldq,
                       const be_kv_view *kv, const be_attn_seq *seqs, int n_seqs,
                       const be_attn_params *p);
+
+    /* Ops added for Gemma-style blocks (the per-head RMS norm of QK-norm is rmsnorm over
+     * T * n_head rows of head_dim; sliding windows are be_attn_params.window). */
+    /* g[i] = gelu(g[i]) * u[i] for i < n, gelu in its tanh approximation:
+     * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+    void (*gelu_mul)(be_backend *b, float *g, const float *u, int64_t n);
+    /* x[i] *= s for i < n. */
+    void (*scale)(be_backend *b, float *x, int64_t n, float s);
+    /* x[i] = cap * tanh(x[i] / cap) for i < n (logit soft-capping; cap > 0). */
+    void (*softcap)(be_backend *b, float *x, int64_t n, float cap);
 } be_ops;
 
 struct be_backend {
@@ -137,6 +147,8 @@ void be_cpu_rmsnorm_row_ref(float *y, const float *x, const float *w, int n, flo
 void be_cpu_rmsnorm_row(float *y, const float *x, const float *w, int n, float eps);
 void be_cpu_silu_mul_ref(float *g, const float *u, int64_t n);
 void be_cpu_silu_mul_fast(float *g, const float *u, int64_t n);
+void be_cpu_gelu_mul_ref(float *g, const float *u, int64_t n);
+void be_cpu_gelu_mul_fast(float *g, const float *u, int64_t n);
 void be_cpu_rope_angles(const be_rope *r, int32_t pos, float *cs); /* n_rot floats: cos, sin */
 void be_cpu_rope_row_ref(float *x, int n_heads, int head_dim, int32_t pos, const be_rope *r);
 /* The fast path of one row, with that row's part of the rope table (n_rot floats). */

@@ -22,6 +22,7 @@
  * model-specific (forward.c). */
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,6 +264,102 @@ static void cpu_silu_mul(be_backend *b, float *g, const float *u, int64_t n)
 {
     ew_job j = {g, u, n};
     run_rows((cpu_be *)b, silu_run, &j, n);
+}
+
+/* --- gelu_mul, scale, softcap (Gemma) ------------------------------------------------------------
+ */
+
+#define GELU_C0 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C1 0.044715f
+
+/* gelu as llama.cpp's CPU path computes it (so Gemma matches the reference): for |x| < 10 the
+ * input is rounded to F16 and the result, 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) in
+ * float, is rounded to F16 too; x <= -10 gives 0 and x >= 10 gives x. */
+/* gelu of a value already rounded to F16, rounded to F16 (one entry of llama.cpp's table). */
+static float gelu_of_f16(float xr)
+{
+    float y = 0.5f * xr * (1.0f + tanhf(GELU_C0 * xr * (1.0f + GELU_C1 * xr * xr)));
+    return qt_f16_to_f32(qt_f32_to_f16(y));
+}
+
+static float gelu_f16_def(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    return gelu_of_f16(qt_f16_to_f32(qt_f32_to_f16(x)));
+}
+
+void be_cpu_gelu_mul_ref(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = gelu_f16_def(g[i]) * u[i];
+}
+
+/* The fast path looks the F16-rounded input up in a table of gelu_f16_def over all 65536 F16
+ * values (256 KiB, built once), 8 lanes per gather. */
+static float *gelu_table;
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_init(void)
+{
+    float *t = malloc(sizeof(float) << 16);
+    if (!t)
+        return; /* the fast path then falls back to the definition */
+    for (uint32_t h = 0; h < 65536; h++) {
+        float x = qt_f16_to_f32((qt_f16)h);
+        t[h] = isfinite(x) ? gelu_of_f16(x) : 0.0f;
+    }
+    gelu_table = t;
+}
+
+void be_cpu_gelu_mul_fast(float *g, const float *u, int64_t n)
+{
+    pthread_once(&gelu_once, gelu_table_init);
+    int64_t i = 0;
+    if (gelu_table) {
+        const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 x = _mm256_loadu_ps(g + i);
+            __m256i h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+            __m256 y = _mm256_i32gather_ps(gelu_table, h, 4);
+            y = _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, hi, _CMP_GE_OQ));
+            y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LE_OQ), y);
+            _mm256_storeu_ps(g + i, _mm256_mul_ps(y, _mm256_loadu_ps(u + i)));
+        }
+    }
+    be_cpu_gelu_mul_ref(g + i, u + i, n - i);
+}
+
+static void gelu_run(void *arg, int ith, int nth)
+{
+    ew_job *j = arg;
+    long long lo, hi;
+    tpool_split(j->n / 8, ith, nth, &lo, &hi);
+    lo *= 8;
+    hi = ith == nth - 1 ? j->n : hi * 8;
+    be_cpu_gelu_mul_fast(j->y + lo, j->x + lo, hi - lo);
+}
+
+static void cpu_gelu_mul(be_backend *b, float *g, const float *u, int64_t n)
+{
+    ew_job j = {g, u, n};
+    run_rows((cpu_be *)b, gelu_run, &j, n);
+}
+
+static void cpu_scale(be_backend *b, float *x, int64_t n, float s)
+{
+    (void)b;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+static void cpu_softcap(be_backend *b, float *x, int64_t n, float cap)
+{
+    (void)b;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = cap * tanhf(x[i] / cap);
 }
 
 /* --- rope ---------------------------------------------------------------------------------------
@@ -891,6 +988,9 @@ static const be_ops CPU_OPS = {
     .get_rows = cpu_get_rows,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
+    .gelu_mul = cpu_gelu_mul,
+    .scale = cpu_scale,
+    .softcap = cpu_softcap,
 };
 
 pl_status be_cpu_create(int n_threads, int max_tokens, int64_t max_cols, int max_ctx,

@@ -8,7 +8,8 @@
  *
  * Adding an architecture: write its load function next to load_llama (reading "<arch>.*" keys and
  * its tensors through model_weight / model_vector, filling the optional layer slots it has) and a
- * forward function in forward.c, then add a line to ARCHS. */
+ * forward function in its own file (fwd.h gives it the step's buffers; fwd_gemma3.c), then add a
+ * line to ARCHS. Architectures: llama, gemma3, qwen2. */
 #include "model.h"
 
 #include <math.h>
@@ -19,12 +20,18 @@
 
 #include "quant.h"
 
-pl_status fwd_llama(fwd_state *st); /* forward.c */
+pl_status fwd_llama(fwd_state *st);  /* forward.c */
+pl_status fwd_gemma3(fwd_state *st); /* fwd_gemma3.c */
+pl_status fwd_qwen2(fwd_state *st);  /* fwd_qwen2.c */
 
 static pl_status load_llama(eng_model *m);
+static pl_status load_gemma3(eng_model *m);
+static pl_status load_qwen2(eng_model *m);
 
 static const model_arch ARCHS[] = {
     {"llama", load_llama, fwd_llama},
+    {"gemma3", load_gemma3, fwd_gemma3},
+    {"qwen2", load_qwen2, fwd_qwen2},
 };
 
 const model_arch *model_find_arch(const char *name)
@@ -207,7 +214,8 @@ pl_status model_rope_init(eng_model *m)
 /* --- llama ---------------------------------------------------------------------------------------
  */
 
-static pl_status load_llama(eng_model *m)
+/* The hyper-parameters llama and gemma3 share, under "<arch>.". */
+static pl_status read_base_hparams(eng_model *m)
 {
     model_hparams *hp = &m->hp;
     pl_status st;
@@ -239,7 +247,17 @@ static pl_status load_llama(eng_model *m)
                        (double)hp->rope_base, (double)hp->norm_eps);
     if ((st = model_rope_init(m)) != PL_OK)
         return st;
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    hp->embd_scale = 1.0f;
+    return PL_OK;
+}
 
+/* token_embd, output_norm, output (tied when absent) and the blocks' common tensors; `gemma`
+ * adds the QK-norm and post-attention / post-FFN norms. */
+static pl_status load_tensors(eng_model *m, bool gemma)
+{
+    model_hparams *hp = &m->hp;
+    pl_status st;
     const int64_t E = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
     const int64_t QD = (int64_t)hp->n_head * hp->head_dim;
     const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim;
@@ -272,7 +290,95 @@ static pl_status load_llama(eng_model *m)
             (st = model_weight(m, n[7], F, E, true, &L->w_up)) != PL_OK ||
             (st = model_weight(m, n[8], E, F, true, &L->w_down)) != PL_OK)
             return st;
+        if (!gemma)
+            continue;
+        char g[4][64];
+        static const char *const gparts[4] = {"attn_q_norm", "attn_k_norm", "post_attention_norm",
+                                              "post_ffw_norm"};
+        for (int i = 0; i < 4; i++)
+            snprintf(g[i], sizeof g[i], "blk.%d.%s.weight", l, gparts[i]);
+        if ((st = model_vector(m, g[0], hp->head_dim, true, &L->attn_q_norm)) != PL_OK ||
+            (st = model_vector(m, g[1], hp->head_dim, true, &L->attn_k_norm)) != PL_OK ||
+            (st = model_vector(m, g[2], E, true, &L->post_attn_norm)) != PL_OK ||
+            (st = model_vector(m, g[3], E, true, &L->post_ffn_norm)) != PL_OK)
+            return st;
     }
+    return PL_OK;
+}
+
+static pl_status load_llama(eng_model *m)
+{
+    pl_status st = read_base_hparams(m);
+    return st != PL_OK ? st : load_tensors(m, false);
+}
+
+/* --- qwen2 -------------------------------------------------------------------------------------
+ *
+ * Qwen2 is llama with biases on the Q, K and V projections and NeoX-style rope (fwd_qwen2.c). */
+static pl_status load_qwen2(eng_model *m)
+{
+    pl_status st = read_base_hparams(m);
+    if (st != PL_OK || (st = load_tensors(m, false)) != PL_OK)
+        return st;
+    const model_hparams *hp = &m->hp;
+    const int64_t QD = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    for (int l = 0; l < hp->n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        char n[3][64];
+        static const char *const parts[3] = {"attn_q", "attn_k", "attn_v"};
+        for (int i = 0; i < 3; i++)
+            snprintf(n[i], sizeof n[i], "blk.%d.%s.bias", l, parts[i]);
+        if ((st = model_vector(m, n[0], QD, true, &L->bq)) != PL_OK ||
+            (st = model_vector(m, n[1], KD, true, &L->bk)) != PL_OK ||
+            (st = model_vector(m, n[2], KD, true, &L->bv)) != PL_OK)
+            return st;
+    }
+    return PL_OK;
+}
+
+/* --- gemma3 ------------------------------------------------------------------------------------
+ *
+ * Gemma 3 blocks: pre-norm attention with RMS-normed queries and keys (per head), NeoX-style
+ * rope, a post-attention norm before the residual add, a GeGLU feed-forward (gelu, tanh
+ * approximation) with a post-FFN norm, token embeddings scaled by sqrt(n_embd) and a tied
+ * output. Layers alternate sliding-window (local) and global attention: layer l is global when
+ * (l + 1) % pattern == 0, local layers use their own rope base. Norm weights are used as stored:
+ * the GGUF converter already folded Gemma's (1 + w) into them (llama.cpp's graph multiplies by
+ * the stored weight). Keys the 270M file does not carry fall back to what llama.cpp assumes for
+ * gemma3: pattern 6, local rope base 10000, query scale 1/sqrt(key_length) (1/sqrt(n_embd /
+ * n_head) for the 62-layer 27B model), no soft-capping. */
+static pl_status load_gemma3(eng_model *m)
+{
+    model_hparams *hp = &m->hp;
+    pl_status st = read_base_hparams(m);
+    if (st != PL_OK)
+        return st;
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    float qscalar = 0;
+    if ((st = model_hp_int_or(m, "attention.sliding_window", 0, &hp->sliding_window)) != PL_OK ||
+        (st = model_hp_int_or(m, "attention.sliding_window_pattern", 6, &hp->swa_pattern)) !=
+            PL_OK ||
+        (st = model_hp_float_or(m, "rope.freq_base_swa", 10000.0f, &hp->rope_base_swa)) != PL_OK ||
+        (st = model_hp_float_or(m, "attention.scale", 0.0f, &hp->attn_scale)) != PL_OK ||
+        (st = model_hp_float_or(m, "attention.query_pre_attn_scalar", 0.0f, &qscalar)) != PL_OK ||
+        (st = model_hp_float_or(m, "attn_logit_softcapping", 0.0f, &hp->attn_softcap)) != PL_OK ||
+        (st = model_hp_float_or(m, "final_logit_softcapping", 0.0f, &hp->final_softcap)) != PL_OK)
+        return st;
+    if (!(hp->attn_scale > 0)) {
+        if (!(qscalar > 0))
+            qscalar = hp->n_layer == 62 ? (float)(hp->n_embd / hp->n_head) : (float)hp->head_dim;
+        hp->attn_scale = 1.0f / sqrtf(qscalar);
+    }
+    if (!(hp->rope_base_swa > 0) || hp->attn_softcap < 0 || hp->final_softcap < 0)
+        return PL_ERRF(
+            PL_CORRUPT, "model: gemma3 local rope base %g or soft-cap %g / %g is invalid",
+            (double)hp->rope_base_swa, (double)hp->attn_softcap, (double)hp->final_softcap);
+    if ((st = load_tensors(m, true)) != PL_OK)
+        return st;
+    for (int l = 0; l < hp->n_layer; l++)
+        m->layers[l].sliding =
+            hp->sliding_window > 0 && hp->swa_pattern > 0 && (l + 1) % hp->swa_pattern != 0;
     return PL_OK;
 }
 
@@ -317,7 +423,8 @@ pl_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model
     snprintf(archname, sizeof archname, "%.*s", (int)(arch.len < 63 ? arch.len : 63), arch.ptr);
     m->arch = model_find_arch(archname);
     if (!m->arch) {
-        st = PL_ERRF(PL_UNSUPPORTED, "model: architecture '%s' is not supported (supported: llama)",
+        st = PL_ERRF(PL_UNSUPPORTED,
+                     "model: architecture '%s' is not supported (supported: llama, gemma3, qwen2)",
                      archname);
         goto fail;
     }
@@ -346,6 +453,16 @@ pl_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model
 
     const char *override = opts ? opts->chat_template : NULL;
     m->tmpl_status = tmpl_detect(m->gf, override, &m->tmpl, &m->default_system);
+    if (m->tmpl_status != PL_OK && !(override && *override) &&
+        gguf_find_key(m->gf, "tokenizer.chat_template") < 0 &&
+        tok_find(m->tk, "<start_of_turn>") >= 0 && tok_find(m->tk, "<end_of_turn>") >= 0) {
+        /* No template in the file (the Gemma 3 270M GGUF has none) but Gemma's turn markers in
+         * the vocabulary: that is the Gemma format. */
+        pl_err_clear();
+        m->tmpl = TMPL_GEMMA;
+        m->default_system = NULL;
+        m->tmpl_status = PL_OK;
+    }
     if (m->tmpl_status != PL_OK) {
         if (override && *override) { /* an explicit bad override is the caller's error */
             st = m->tmpl_status;
@@ -374,6 +491,9 @@ void eng_model_free(eng_model *m)
             free(L->attn_k_norm);
             free(L->post_attn_norm);
             free(L->post_ffn_norm);
+            free(L->bq);
+            free(L->bk);
+            free(L->bv);
         }
         free(m->layers);
     }

@@ -3,7 +3,8 @@
  * load and run it. Internal to the engine (the public face is engine.h).
  *
  * Adding an architecture = one descriptor (model_arch) with its own load function (which
- * hyper-parameters and tensors it needs) and forward function (forward.c); the shared parts —
+ * hyper-parameters and tensors it needs) and forward function (forward.c for llama, its own file
+ * through fwd.h otherwise: fwd_gemma3.c); the shared parts —
  * tensor lookup with shape checks, norm vectors converted to F32, rope tables — are here. The
  * layer struct carries optional slots (NULL when an architecture does not have them) for the
  * extra norms of Gemma-style blocks. */
@@ -34,6 +35,13 @@ typedef struct model_hparams {
     float rope_freq_scale; /* 1 / linear scaling factor; 1 = none */
     float norm_eps;
     int32_t sliding_window; /* 0 = none (llama) */
+    /* Gemma 3 (gemma3.*; defaults where the file has no key, as llama.cpp assumes): */
+    int32_t swa_pattern; /* every swa_pattern-th layer is global, the rest sliding; 0 = all */
+    float rope_base_swa; /* rope base of the sliding (local) layers */
+    float attn_scale;    /* query scale before softmax; 1/sqrt(head_dim) for llama */
+    float embd_scale;    /* token embeddings are multiplied by this (sqrt(n_embd)); 1 = none */
+    float attn_softcap;  /* > 0: attention scores soft-capped */
+    float final_softcap; /* > 0: logits soft-capped */
 } model_hparams;
 
 typedef struct model_layer {
@@ -46,7 +54,8 @@ typedef struct model_layer {
     /* Optional (gemma-style); NULL when absent. */
     float *attn_q_norm, *attn_k_norm; /* [head_dim] */
     float *post_attn_norm, *post_ffn_norm;
-    bool sliding; /* this layer uses the sliding window */
+    float *bq, *bk, *bv; /* qwen2: biases of the Q/K/V projections [n_head*hd], [n_head_kv*hd] */
+    bool sliding;        /* this layer uses the sliding window */
 } model_layer;
 
 typedef struct eng_model eng_model;

@@ -1,4 +1,6 @@
-/* tok.c — byte-level BPE tokenizer ("gpt2" model) built from a GGUF file's tokenizer metadata.
+/* tok.c — tokenizer built from a GGUF file's tokenizer metadata: byte-level BPE ("gpt2" model)
+ * and SentencePiece-style ("llama" model: scores, byte fallback, "▁" for spaces; the segmentation
+ * itself is tok_spm.c).
  *
  * Encoding: the input is cut at special tokens (longest first, as llama.cpp does), each plain
  * piece is decoded to code points (an invalid byte becomes U+FFFD), split into words by the
@@ -13,14 +15,21 @@
  * tok_stream holds back an incomplete UTF-8 sequence until it completes.
  *
  * Thread-safety: a tok is immutable after tok_create; tok_encode allocates its scratch per call.
- * Ownership: the tok copies all it needs from the gguf_file. Not here: SentencePiece ("llama")
- * vocabularies, normalisation (byte-level BPE models have none). */
+ * SentencePiece ("llama"): plain fragments get a leading space when add_space_prefix is set and
+ * they start the text or follow a special token (as llama.cpp does), their spaces become U+2581,
+ * and tok_spm.c segments them by score. A normal token decodes with U+2581 turned back into a
+ * space, a byte token <0xNN> to its byte (so a character split over byte tokens is reassembled
+ * by tok_stream), a user-defined token to its text.
+ *
+ * Ownership: the tok copies all it needs from the gguf_file. Not here: Unicode normalisation
+ * (neither model family used here has any). */
 #include "tok.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "tok_pre.h"
+#include "tok_spm.h"
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
@@ -51,6 +60,12 @@ struct tok {
     bool add_bos;
     bool ignore_merges; /* a word that is itself a token is not merged (Llama 3) */
     tok_pre_kind pre;
+    /* SentencePiece-style ("llama" model, tok_spm.c) */
+    bool spm;
+    bool add_space_prefix; /* a space before the first plain fragment and after specials */
+    float *scores;         /* [n_vocab] */
+    int32_t spm_byte[256]; /* <0xNN> tokens, -1 when absent */
+    int32_t unk;
 };
 
 /* --- small helpers -------------------------------------------------------------------------- */
@@ -173,6 +188,7 @@ void tok_destroy(tok *t)
     free(t->id_slots);
     free(t->merges);
     free(t->specials);
+    free(t->scores);
     free(t);
 }
 
@@ -392,6 +408,69 @@ static pl_status load_merges(tok *t, const gguf_file *f)
     return PL_OK;
 }
 
+/* The byte of a "<0xNN>" token text, or -1. */
+static int byte_token_value(const char *s, size_t n)
+{
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
+        return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* SentencePiece scores (all 0 when the file has none), byte tokens, add_space_prefix. */
+static pl_status load_spm(tok *t, const gguf_file *f)
+{
+    t->scores = calloc((size_t)t->n_vocab, sizeof *t->scores);
+    if (!t->scores)
+        return PL_ERRF(PL_NOMEM, "tok: out of memory");
+    gguf_array sc;
+    pl_status st = gguf_get_array(f, "tokenizer.ggml.scores", &sc);
+    if (st == PL_OK) {
+        if (sc.n != (uint64_t)t->n_vocab || (sc.type != GGUF_F32 && sc.type != GGUF_F64))
+            return PL_ERRF(PL_CORRUPT,
+                           "tok: tokenizer.ggml.scores has %llu entries for %d tokens "
+                           "(or is not float32)",
+                           (unsigned long long)sc.n, t->n_vocab);
+        for (int32_t i = 0; i < t->n_vocab; i++) {
+            double d = gguf_array_f64(&sc, (uint64_t)i);
+            t->scores[i] = d == d ? (float)d : -1e30f; /* NaN would break the ordering */
+        }
+    } else if (st != PL_NOT_FOUND) {
+        return st;
+    }
+    for (int b = 0; b < 256; b++)
+        t->spm_byte[b] = -1;
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        if (t->type[id] != TT_BYTE)
+            continue;
+        int b = byte_token_value(t->text + t->text_off[id], tlen(t, id));
+        if (b < 0)
+            return PL_ERRF(PL_CORRUPT, "tok: byte token %d has text '%.16s' (want <0xNN>)", id,
+                           t->text + t->text_off[id]);
+        t->spm_byte[b] = id;
+    }
+    for (int b = 0; b < 256; b++) { /* no <0xNN>: the byte's own one-character token */
+        char c = (char)b;
+        if (t->spm_byte[b] < 0 && b < 0x80)
+            t->spm_byte[b] = lookup_id(t, &c, 1);
+    }
+    t->add_space_prefix = true; /* llama.cpp's default for this model */
+    if (gguf_find_key(f, "tokenizer.ggml.add_space_prefix") >= 0 &&
+        (st = gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix)) != PL_OK)
+        return st;
+    return opt_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk);
+}
+
 /* Decoded bytes of every token, once. */
 static pl_status build_pieces(tok *t)
 {
@@ -405,7 +484,20 @@ static pl_status build_pieces(tok *t)
         t->piece_off[id] = o;
         const char *s = t->text + t->text_off[id];
         size_t n = tlen(t, id);
-        if (t->type[id] == TT_NORMAL) {
+        if (t->spm && t->type[id] == TT_NORMAL) { /* "▁" → space */
+            for (size_t i = 0; i < n;) {
+                if (i + 3 <= n && memcmp(s + i, "\xE2\x96\x81", 3) == 0) {
+                    t->piece[o++] = ' ';
+                    i += 3;
+                } else {
+                    t->piece[o++] = s[i++];
+                }
+            }
+        } else if (t->spm && t->type[id] == TT_BYTE) { /* "<0xNN>" → that byte */
+            int b = byte_token_value(s, n);
+            if (b >= 0)
+                t->piece[o++] = (char)b;
+        } else if (t->type[id] == TT_NORMAL) {
             size_t i = 0;
             while (i < n) {
                 uint32_t cp;
@@ -437,16 +529,24 @@ pl_status tok_create(const gguf_file *f, tok **out)
     pl_status st = gguf_get_str(f, "tokenizer.ggml.model", &model);
     if (st != PL_OK)
         return st == PL_NOT_FOUND ? PL_ERRF(PL_CORRUPT, "tok: no tokenizer.ggml.model") : st;
-    if (!gguf_str_eq(model, "gpt2"))
-        return PL_ERRF(PL_UNSUPPORTED, "tok: tokenizer model '%.*s' is not supported (only gpt2)",
+    bool spm = gguf_str_eq(model, "llama");
+    if (!spm && !gguf_str_eq(model, "gpt2"))
+        return PL_ERRF(PL_UNSUPPORTED,
+                       "tok: tokenizer model '%.*s' is not supported (only gpt2 and llama)",
                        (int)(model.len > 64 ? 64 : model.len), model.ptr);
     tok *t = calloc(1, sizeof(*t));
     if (!t)
         return PL_ERRF(PL_NOMEM, "tok: out of memory");
+    t->spm = spm;
     init_byte_map(t);
-    if ((st = load_pre(t, f)) != PL_OK || (st = load_vocab(t, f)) != PL_OK ||
-        (st = load_merges(t, f)) != PL_OK || (st = build_pieces(t)) != PL_OK)
+    if (spm) {
+        if ((st = load_vocab(t, f)) != PL_OK || (st = load_spm(t, f)) != PL_OK ||
+            (st = build_pieces(t)) != PL_OK)
+            goto fail;
+    } else if ((st = load_pre(t, f)) != PL_OK || (st = load_vocab(t, f)) != PL_OK ||
+               (st = load_merges(t, f)) != PL_OK || (st = build_pieces(t)) != PL_OK) {
         goto fail;
+    }
     for (int b = 0; b < 256; b++) {
         char c[4];
         int k = utf8_put(t->byte_cp[b], c);
@@ -743,6 +843,47 @@ static bool encode_plain(enc *e, const char *text, size_t len)
     return !e->failed;
 }
 
+static void spm_put(void *ctx, int32_t id)
+{
+    put(ctx, id);
+}
+
+static int32_t spm_lookup(const void *ctx, const char *s, size_t n)
+{
+    return lookup_id(ctx, s, n);
+}
+
+/* One plain fragment through SentencePiece: a leading space when `prefix`, spaces escaped as
+ * U+2581, then tok_spm_encode. */
+static bool encode_spm(enc *e, const char *text, size_t len, bool prefix)
+{
+    size_t spaces = prefix;
+    for (size_t i = 0; i < len; i++)
+        spaces += text[i] == ' ';
+    char *esc = malloc(len + 2 * spaces + 3);
+    if (!esc)
+        return false;
+    size_t o = 0;
+    for (size_t i = 0; i < len + prefix; i++) {
+        char c = i < prefix ? ' ' : text[i - prefix];
+        if (c == ' ') {
+            memcpy(esc + o, "\xE2\x96\x81", 3);
+            o += 3;
+        } else {
+            esc[o++] = c;
+        }
+    }
+    const tok *t = e->t;
+    tok_spm_vocab v = {.ctx = t,
+                       .lookup = spm_lookup,
+                       .scores = t->scores,
+                       .byte_tok = t->spm_byte,
+                       .unk = t->unk};
+    bool ok = tok_spm_encode(&v, esc, o, spm_put, e);
+    free(esc);
+    return ok;
+}
+
 typedef struct frag {
     size_t start, len; /* raw text when id < 0 */
     int32_t id;
@@ -797,11 +938,20 @@ int64_t tok_encode(const tok *t, const char *text, size_t len, bool add_bos, boo
         }
     }
     bool ok = true;
+    bool prev_special = true; /* SentencePiece: the first fragment counts as after a special */
     for (size_t fi = 0; fi < nf && ok; fi++) {
-        if (fr[fi].id >= 0)
+        if (fr[fi].id >= 0) {
             put(&e, fr[fi].id);
-        else
+            prev_special = true;
+        } else if (t->spm) {
+            if (fr[fi].len == 0)
+                continue;
+            ok = encode_spm(&e, text + fr[fi].start, fr[fi].len,
+                            t->add_space_prefix && prev_special);
+            prev_special = false;
+        } else {
             ok = encode_plain(&e, text + fr[fi].start, fr[fi].len);
+        }
     }
     free(fr);
     free(e.bytes);

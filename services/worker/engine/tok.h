@@ -1,11 +1,11 @@
 /* tok.h — tokenizer built from a GGUF file's tokenizer.ggml.* metadata.
  *
  * Models: "gpt2" (byte-level BPE with merges; pre-tokenizer chosen by tokenizer.ggml.pre:
- * "smollm", "llama-bpe" (Llama 3), "qwen2", "gpt2", "default") and, later, "llama"
- * (SentencePiece-style with scores and byte fallback). Special/control tokens (token_type 3 =
- * control, 4 = user-defined) are matched as whole strings in the input before pre-tokenising
- * when parse_special is true. BOS/EOS come from tokenizer.ggml.{bos,eos}_token_id and
- * add_bos_token.
+ * "smollm", "llama-bpe" (Llama 3), "qwen2", "gpt2", "default") and "llama" (SentencePiece-style
+ * with scores, byte fallback <0xNN>, "▁" as the space marker and add_space_prefix; Gemma).
+ * Special/control tokens (token_type 3 = control, 4 = user-defined) are matched as whole strings in
+ * the input before pre-tokenising when parse_special is true. BOS/EOS come from
+ * tokenizer.ggml.{bos,eos}_token_id and add_bos_token.
  *
  * A tokenizer is immutable after tok_create and may be used from many threads; it copies
  * what it needs from the gguf_file (which may be closed afterwards). Incremental detokenising

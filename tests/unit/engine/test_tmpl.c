@@ -1,6 +1,9 @@
 /* test_tmpl.c — chat templates: exact renderings for ChatML (with SmolLM2's default system
  * message), Llama 3 and Gemma; detection from tokenizer.chat_template markers, overrides and
- * refusals; the real SmolLM2 file (skipped when absent) is detected as ChatML with its default. */
+ * refusals; the real SmolLM2 file (skipped when absent) is detected as ChatML with its default;
+ * the Gemma rendering equals, character for character, the prompts of
+ * tests/golden/gemma3/greedy.jsonl (rendered by jinja2 in tools/golden/make_golden.py). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,4 +165,113 @@ TEST(tmpl_smollm2_real_template)
     CHECK(t.len > strlen(lit) && memmem(t.ptr, t.len, lit, strlen(lit)) != NULL);
     CHECK(memmem(t.ptr, t.len, "'<|im_start|>assistant\n'", 24) != NULL);
     gguf_close(f);
+}
+
+/* --- Gemma against the golden prompts -------------------------------------------------------- */
+
+/* Decodes the JSON string starting at p (just after its opening quote) into a malloc'd buffer;
+ * *endp is set after the closing quote. Handles the escapes json.dumps writes. NULL on error. */
+static char *json_str(const char *p, const char **endp)
+{
+    char *o = malloc(strlen(p) + 1);
+    size_t n = 0;
+    while (o && *p && *p != '"') {
+        if (*p != '\\') {
+            o[n++] = *p++;
+            continue;
+        }
+        p++;
+        char e = *p++;
+        const char *simple = "n\nt\tr\rb\bf\f//\\\\\"\""; /* pairs: escape, char */
+        const char *hit = e ? strchr(simple, e) : NULL;
+        if (hit && (hit - simple) % 2 == 0) {
+            o[n++] = hit[1];
+            continue;
+        }
+        if (e != 'u') {
+            free(o);
+            return NULL;
+        }
+        unsigned cp = 0, lo = 0;
+        if (sscanf(p, "%4x", &cp) != 1)
+            break;
+        p += 4;
+        if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u' &&
+            sscanf(p + 2, "%4x", &lo) == 1) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            p += 6;
+        }
+        if (cp < 0x80) {
+            o[n++] = (char)cp;
+        } else if (cp < 0x800) {
+            o[n++] = (char)(0xC0 | (cp >> 6));
+            o[n++] = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            o[n++] = (char)(0xE0 | (cp >> 12));
+            o[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            o[n++] = (char)(0x80 | (cp & 0x3F));
+        } else {
+            o[n++] = (char)(0xF0 | (cp >> 18));
+            o[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+            o[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            o[n++] = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    if (!o || *p != '"') {
+        free(o);
+        return NULL;
+    }
+    o[n] = '\0';
+    *endp = p + 1;
+    return o;
+}
+
+TEST(tmpl_gemma_matches_golden_prompts)
+{
+    FILE *f = fopen("tests/golden/gemma3/greedy.jsonl", "rb");
+    if (!f)
+        SKIP("tests/golden/gemma3/greedy.jsonl not found (run from the repository root)");
+    static char line[1 << 20];
+    int n_lines = 0, n_same = 0;
+    while (fgets(line, sizeof line, f)) {
+        tmpl_msg msgs[8];
+        char *texts[8];
+        size_t n = 0;
+        const char *p = strstr(line, "\"messages\": [");
+        const char *pt = strstr(line, "\"prompt_text\": \"");
+        const char *stop = pt;
+        while (p && n < 8) {
+            const char *r = strstr(p, "\"role\": \"");
+            if (!r || (stop && r > stop))
+                break;
+            r += 9;
+            tmpl_role role = strncmp(r, "system", 6) == 0 ? TMPL_SYSTEM
+                             : strncmp(r, "user", 4) == 0 ? TMPL_USER
+                                                          : TMPL_ASSISTANT;
+            const char *c = strstr(r, "\"content\": \"");
+            texts[n] = c ? json_str(c + 12, &p) : NULL;
+            if (!texts[n])
+                break;
+            msgs[n] = (tmpl_msg){role, texts[n]};
+            n++;
+        }
+        const char *end;
+        char *want = pt ? json_str(pt + 16, &end) : NULL;
+        CHECK(want != NULL && n > 0);
+        char *got = want ? tmpl_render(TMPL_GEMMA, msgs, n, NULL, true) : NULL;
+        n_lines++;
+        if (got && strcmp(got, want) == 0)
+            n_same++;
+        else if (want)
+            fprintf(stderr, "  golden prompt %d differs:\n  ours: %.200s\n  want: %.200s\n",
+                    n_lines, got ? got : "(null)", want);
+        free(got);
+        free(want);
+        for (size_t i = 0; i < n; i++)
+            free(texts[i]);
+    }
+    fclose(f);
+    fprintf(stderr, "  %d/%d golden Gemma prompts rendered identically\n", n_same, n_lines);
+    CHECK(n_lines >= 20);
+    CHECK_EQ_INT(n_same, n_lines);
 }

@@ -1,8 +1,10 @@
-/* test_tok.c — the byte-level BPE tokenizer: a synthetic vocabulary built here (merges, special
+/* test_tok.c — the tokenizers. Byte-level BPE: a synthetic vocabulary built here (merges, special
  * and user-defined tokens, streaming of split code points, error cases), and the real SmolLM2
  * vocabulary (skipped when the model is absent): known ids, round trips over varied text,
  * UTF-8-safe streaming, and 100% agreement with llama.cpp on tests/golden/smollm2/tokenize.jsonl
- * (skipped when that file is absent). */
+ * (skipped when that file is absent). SentencePiece ("llama" model): a synthetic scored
+ * vocabulary (merge order by score, byte fallback, the space marker and add_space_prefix,
+ * specials) and the real Gemma 3 vocabulary with tests/golden/gemma3/tokenize.jsonl. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,7 +390,7 @@ TEST(tok_create_errors)
         const char *msg;
     } cases[] = {
         {{.model = NULL, .eos = 1}, PL_CORRUPT, "tokenizer.ggml.model"},
-        {{.model = "llama", .eos = 1}, PL_UNSUPPORTED, "llama"},
+        {{.model = "bert", .eos = 1}, PL_UNSUPPORTED, "bert"},
         {{.model = "gpt2", .pre = "mystery-pre", .eos = 1}, PL_UNSUPPORTED, "mystery-pre"},
         {{.model = "gpt2", .bad_merge = "zz q", .eos = 1}, PL_CORRUPT, "zz q"},
         {{.model = "gpt2", .eos = 100000}, PL_CORRUPT, "eos_token_id"},
@@ -832,17 +834,9 @@ static bool parse_jline(const char *line, jline *j)
     }
 }
 
-TEST(tok_smollm2_golden_llama_cpp)
+/* Every line of a tokenize.jsonl from make_golden.py must tokenise to exactly its ids. */
+static void golden_tokenize(const tok *t, FILE *g)
 {
-    FILE *g = fopen("tests/golden/smollm2/tokenize.jsonl", "r");
-    if (!g)
-        SKIP("tests/golden/smollm2/tokenize.jsonl not found");
-    gguf_file *f;
-    tok *t = open_smollm2(&f);
-    if (!t) {
-        fclose(g);
-        SKIP("SmolLM2-135M-Instruct.Q4_1.gguf not found (set PARLEY_SMOLLM2)");
-    }
     size_t cap = 1 << 16;
     char *line = malloc(cap);
     int lines = 0, agree = 0, bad_lines = 0, shown = 0;
@@ -895,6 +889,269 @@ TEST(tok_smollm2_golden_llama_cpp)
     CHECK(lines > 0);
     CHECK_EQ_INT(agree, lines);
     free(line);
+}
+
+TEST(tok_smollm2_golden_llama_cpp)
+{
+    FILE *g = fopen("tests/golden/smollm2/tokenize.jsonl", "r");
+    if (!g)
+        SKIP("tests/golden/smollm2/tokenize.jsonl not found");
+    gguf_file *f;
+    tok *t = open_smollm2(&f);
+    if (!t) {
+        fclose(g);
+        SKIP("SmolLM2-135M-Instruct.Q4_1.gguf not found (set PARLEY_SMOLLM2)");
+    }
+    golden_tokenize(t, g);
+    fclose(g);
+    tok_destroy(t);
+    gguf_close(f);
+}
+
+/* --- SentencePiece ("llama" tokenizer model) ------------------------------------------------- */
+
+enum { SPM_UNK, SPM_BOS, SPM_EOS, SPM_BYTE0, SPM_N0 = SPM_BYTE0 + 256 };
+
+static const char *const spm_words[] = {"\xE2\x96\x81",
+                                        "h",
+                                        "e",
+                                        "l",
+                                        "o",
+                                        "w",
+                                        "r",
+                                        "d",
+                                        "he",
+                                        "ll",
+                                        "llo",
+                                        "hello",
+                                        "\xE2\x96\x81hello",
+                                        "\xE2\x96\x81w",
+                                        "or",
+                                        "ld",
+                                        "x",
+                                        "y",
+                                        "xy",
+                                        "\xE2\x96\x81wor",
+                                        "\xE2\x96\x81world",
+                                        "\n\n",
+                                        "<start_of_turn>"};
+static const float spm_scores[] = {-20, -30, -30, -30, -30, -30, -30, -30, -5,    -4, -3, -2,
+                                   -1,  -6,  -7,  -8,  -30, -30, -9,  -1,  -0.5f, 0,  0};
+#define SPM_N (SPM_N0 + (int)(sizeof spm_words / sizeof spm_words[0]))
+
+static int32_t spm_id(const char *w)
+{
+    for (size_t i = 0; i < sizeof spm_words / sizeof spm_words[0]; i++)
+        if (strcmp(spm_words[i], w) == 0)
+            return SPM_N0 + (int32_t)i;
+    return -1;
+}
+
+/* A scored vocabulary: <unk> <s> </s>, the 256 byte tokens, then spm_words ("\n\n" user-defined,
+ * <start_of_turn> control). space_prefix < 0 leaves tokenizer.ggml.add_space_prefix out. */
+static gb build_spm(int space_prefix)
+{
+    static char bytes[256][8];
+    const char *toks[SPM_N];
+    int32_t types[SPM_N];
+    float scores[SPM_N];
+    toks[SPM_UNK] = "<unk>";
+    toks[SPM_BOS] = "<s>";
+    toks[SPM_EOS] = "</s>";
+    types[SPM_UNK] = 2;
+    types[SPM_BOS] = types[SPM_EOS] = 3;
+    for (int b = 0; b < 256; b++) {
+        snprintf(bytes[b], sizeof bytes[b], "<0x%02X>", b);
+        toks[SPM_BYTE0 + b] = bytes[b];
+        types[SPM_BYTE0 + b] = 6;
+    }
+    for (int i = 0; i < SPM_N; i++)
+        scores[i] = 0;
+    for (int i = 0; i < SPM_N - SPM_N0; i++) {
+        toks[SPM_N0 + i] = spm_words[i];
+        types[SPM_N0 + i] = 1;
+        scores[SPM_N0 + i] = spm_scores[i];
+    }
+    types[spm_id("\n\n")] = 4;
+    types[spm_id("<start_of_turn>")] = 3;
+    gb b = {0};
+    gb_header(&b, 3, 0, 6 + (space_prefix >= 0));
+    gb_kv_str(&b, "tokenizer.ggml.model", "llama");
+    gb_kv_strs(&b, "tokenizer.ggml.tokens", toks, SPM_N);
+    gb_kv_i32s(&b, "tokenizer.ggml.token_type", types, SPM_N);
+    gb_str(&b, "tokenizer.ggml.scores");
+    gb_u32(&b, GGUF_ARRAY);
+    gb_u32(&b, GGUF_F32);
+    gb_u64(&b, SPM_N);
+    gb_bytes(&b, scores, sizeof scores);
+    gb_kv_u32(&b, "tokenizer.ggml.bos_token_id", SPM_BOS);
+    gb_kv_u32(&b, "tokenizer.ggml.eos_token_id", SPM_EOS);
+    if (space_prefix >= 0)
+        gb_kv_bool(&b, "tokenizer.ggml.add_space_prefix", space_prefix);
+    return b;
+}
+
+static bool spm_ids_eq(const tok *t, const char *text, bool special, const int32_t *want, int n)
+{
+    return ids_eq(t, text, special, want, n);
+}
+
+TEST(tok_spm_synthetic_scores_bytes_and_spaces)
+{
+    gb b = build_spm(0);
+    gguf_file *f = NULL;
+    tok *t = NULL;
+    CHECK(gguf_open_buffer(b.p, b.n, &f) == PL_OK);
+    CHECK(f && tok_create(f, &t) == PL_OK);
+    if (!t) {
+        gguf_close(f);
+        free(b.p);
+        return;
+    }
+    /* Merges go best score first: ll, llo, he, hello; ▁w, or, ▁wor, ld, ▁world. */
+    const int32_t hw[] = {spm_id("hello"), spm_id("\xE2\x96\x81world")};
+    CHECK(spm_ids_eq(t, "hello world", false, hw, 2));
+    /* "é" is not a token: its two bytes come out as byte tokens; "y" "x" never merge as "yx". */
+    const int32_t he[] = {spm_id("h"), SPM_BYTE0 + 0xC3, SPM_BYTE0 + 0xA9, spm_id("y"),
+                          spm_id("xy")};
+    CHECK(spm_ids_eq(t, "h\xC3\xA9yxy", false, he, 5));
+    /* A space becomes the marker and merges with what follows; "\n\n" is user-defined (split
+     * even without parse_special); a space no token starts stays a marker of its own; the
+     * control token only with parse_special. */
+    const int32_t sp[] = {spm_id("\xE2\x96\x81hello"), spm_id("\n\n"), spm_id("\xE2\x96\x81world"),
+                          spm_id("\xE2\x96\x81"), spm_id("x")};
+    CHECK(spm_ids_eq(t, " hello\n\n world x", false, sp, 5));
+    const int32_t sot[] = {spm_id("<start_of_turn>"), spm_id("hello")};
+    CHECK(spm_ids_eq(t, "<start_of_turn>hello", true, sot, 2));
+    int32_t ids[64];
+    int64_t n = tok_encode(t, "<start_of_turn>hello", 20, false, false, ids, 64);
+    CHECK(n > 2 && ids[0] != spm_id("<start_of_turn>"));
+    /* BOS from add_bos; decoding: ▁ → space, byte tokens → their bytes, control hidden. */
+    n = tok_encode(t, "hello world", 11, true, false, ids, 64);
+    CHECK_EQ_INT(n, 3);
+    CHECK_EQ_INT(ids[0], SPM_BOS);
+    char out[64];
+    int k = tok_piece(t, spm_id("\xE2\x96\x81world"), false, out, sizeof out);
+    CHECK(k == 6 && memcmp(out, " world", 6) == 0);
+    CHECK_EQ_INT(tok_piece(t, SPM_BYTE0 + 0xC3, false, out, sizeof out), 1);
+    CHECK_EQ_INT((unsigned char)out[0], 0xC3);
+    CHECK_EQ_INT(tok_piece(t, SPM_BOS, false, out, sizeof out), 0);
+    /* streaming holds the first byte of "é" until the second arrives */
+    tok_stream st;
+    tok_stream_init(&st);
+    CHECK_EQ_INT(tok_stream_push(t, &st, spm_id("h"), out, sizeof out), 1);
+    CHECK_EQ_INT(tok_stream_push(t, &st, SPM_BYTE0 + 0xC3, out, sizeof out), 0);
+    k = tok_stream_push(t, &st, SPM_BYTE0 + 0xA9, out, sizeof out);
+    CHECK(k == 2 && memcmp(out, "\xC3\xA9", 2) == 0);
+    tok_destroy(t);
+    gguf_close(f);
+    free(b.p);
+}
+
+TEST(tok_spm_add_space_prefix)
+{
+    for (int sp = -1; sp <= 1; sp++) { /* absent → llama.cpp's default: on */
+        gb b = build_spm(sp);
+        gguf_file *f = NULL;
+        tok *t = NULL;
+        CHECK(gguf_open_buffer(b.p, b.n, &f) == PL_OK);
+        CHECK(f && tok_create(f, &t) == PL_OK);
+        if (t) {
+            const int32_t with[] = {spm_id("\xE2\x96\x81hello"), spm_id("\xE2\x96\x81world")};
+            const int32_t without[] = {spm_id("hello"), spm_id("\xE2\x96\x81world")};
+            CHECK(spm_ids_eq(t, "hello world", false, sp != 0 ? with : without, 2));
+            /* after a special token the prefix applies again */
+            const int32_t after[] = {spm_id("<start_of_turn>"),
+                                     spm_id(sp != 0 ? "\xE2\x96\x81hello" : "hello")};
+            CHECK(spm_ids_eq(t, "<start_of_turn>hello", true, after, 2));
+        }
+        tok_destroy(t);
+        gguf_close(f);
+        free(b.p);
+    }
+}
+
+/* Path of the real Gemma 3 270M model: $PARLEY_GEMMA3 or models/gemma-3-270m-q4_k_m.gguf. */
+static const char *gemma3_path(void)
+{
+    const char *e = getenv("PARLEY_GEMMA3");
+    const char *p = e && *e ? e : "models/gemma-3-270m-q4_k_m.gguf";
+    FILE *f = fopen(p, "rb");
+    if (!f)
+        return NULL;
+    fclose(f);
+    return p;
+}
+
+static tok *open_gemma3(gguf_file **f)
+{
+    const char *path = gemma3_path();
+    tok *t = NULL;
+    *f = NULL;
+    if (!path || gguf_open(path, f) != PL_OK)
+        return NULL;
+    if (tok_create(*f, &t) != PL_OK) {
+        gguf_close(*f);
+        *f = NULL;
+        return NULL;
+    }
+    return t;
+}
+
+TEST(tok_gemma3_known_ids_and_round_trip)
+{
+    gguf_file *f;
+    tok *t = open_gemma3(&f);
+    if (!t)
+        SKIP("gemma-3-270m-q4_k_m.gguf not found (scripts/parleyctl model, or set PARLEY_GEMMA3)");
+    CHECK_EQ_INT(tok_n_vocab(t), 262144);
+    CHECK_EQ_INT(tok_bos(t), 2);
+    CHECK_EQ_INT(tok_eos(t), 1);
+    CHECK(tok_add_bos(t));
+    CHECK_EQ_INT(tok_find(t, "<start_of_turn>"), 105);
+    CHECK_EQ_INT(tok_find(t, "<end_of_turn>"), 106);
+    CHECK(tok_is_eog(t, 106));
+    CHECK(tok_is_eog(t, 1));
+    CHECK(!tok_is_eog(t, 2));
+    const int32_t turn[] = {2, 105};
+    CHECK(ids_eq(t, "<bos><start_of_turn>", true, turn, 2));
+    const int32_t nl[] = {108};
+    CHECK(ids_eq(t, "\n\n", false, nl, 1)); /* user-defined: whole */
+    static const char *const texts[] = {
+        "Hello, world! How are you?",
+        "  leading and trailing spaces  ",
+        "tabs\tand\nnew\n\nlines\r\n",
+        "\xE4\xBD\xA0\xE5\xA5\xBD\xE4\xB8\x96\xE7\x95\x8C and caf\xC3\xA9 na\xC3\xAFve",
+        "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7 "
+        "\xF0\x9F\x87\xAB\xF0\x9F\x87\xB7 \xF0\x9F\x9A\x80",
+        "int main(void) { return 0; } // 12345678901234567890",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int32_t *ids = NULL;
+        int64_t n = encode_alloc(t, texts[i], strlen(texts[i]), false, &ids);
+        CHECK(n > 0);
+        size_t len = 0;
+        char *back = n > 0 ? decode_all(t, ids, n, &len) : NULL;
+        CHECK(back && len == strlen(texts[i]) && memcmp(back, texts[i], len) == 0);
+        free(back);
+        free(ids);
+    }
+    tok_destroy(t);
+    gguf_close(f);
+}
+
+TEST(tok_gemma3_golden_llama_cpp)
+{
+    FILE *g = fopen("tests/golden/gemma3/tokenize.jsonl", "r");
+    if (!g)
+        SKIP("tests/golden/gemma3/tokenize.jsonl not found");
+    gguf_file *f;
+    tok *t = open_gemma3(&f);
+    if (!t) {
+        fclose(g);
+        SKIP("gemma-3-270m-q4_k_m.gguf not found (scripts/parleyctl model, or set PARLEY_GEMMA3)");
+    }
+    golden_tokenize(t, g);
     fclose(g);
     tok_destroy(t);
     gguf_close(f);
