@@ -2,6 +2,7 @@
  *
  *   parley-bench --model PATH [--threads N] [--reps 5] [-p 512] [-n 128]
  *                [--batch 1,4,16,64] [--batch-prompt 32] [--batch-steps 32]
+ *                [--device cpu | cuda:N]   (cuda: a `make CUDA=1` build; weights and KV on the GPU)
  *
  * pp<P>: one P-token prefill of a fresh sequence (random token ids), tokens/s.
  * tg<N>: N single-token decode steps from an empty sequence, tokens/s.
@@ -27,6 +28,7 @@
 
 typedef struct bench_opts {
     const char *model;
+    const char *device; /* --device: "cpu" (default) or "cuda:N" in a `make CUDA=1` build */
     int threads, reps, pp, tg, batch_prompt, batch_steps;
     int batches[MAX_BATCHES];
     int n_batches;
@@ -35,7 +37,7 @@ typedef struct bench_opts {
 static void usage(FILE *f)
 {
     fputs("usage: parley-bench --model PATH [--threads N] [--reps 5] [-p 512] [-n 128]\n"
-          "         [--batch 1,4,16,64] [--batch-prompt 32] [--batch-steps 32]\n",
+          "         [--batch 1,4,16,64] [--batch-prompt 32] [--batch-steps 32] [--device cpu]\n",
           f);
 }
 
@@ -92,6 +94,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             ok = parse_int(v, 0, 65536, &o->tg);
         } else if (!strcmp(a, "--batch-prompt")) {
             ok = parse_int(v, 1, 65536, &o->batch_prompt);
+        } else if (!strcmp(a, "--device")) {
+            o->device = v;
         } else if (!strcmp(a, "--batch-steps")) {
             ok = parse_int(v, 1, 65536, &o->batch_steps);
         } else if (!strcmp(a, "--batch")) {
@@ -281,6 +285,7 @@ int main(int argc, char **argv)
         .n_threads = o.threads,
         .max_batch_tokens = chunk > max_b ? chunk : max_b,
         .max_seq_len = seq_len,
+        .device = o.device,
     };
     if (eng_ctx_create(m, &cp, &c) != PL_OK) {
         rc = fail("creating the context");
@@ -299,6 +304,8 @@ int main(int argc, char **argv)
     printf("model: %s (%s, %.1fM params, %.1f MiB file), cpu path %s, threads %d\n", info.name,
            info.arch, (double)info.n_params / 1e6, (double)info.file_bytes / 1048576.0,
            qt_cpu_path(), cp.n_threads);
+    if (o.device && strcmp(o.device, "cpu") != 0)
+        printf("device: %s\n", o.device);
     printf("| test | t/s |\n|---|---|\n");
     fflush(stdout);
 

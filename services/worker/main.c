@@ -14,6 +14,7 @@
 
 #include "bus.h"
 #include "daemon.h"
+#include "engine.h"
 #include "log.h"
 #include "modelspec.h"
 #include "parley.pb-c.h"
@@ -30,6 +31,7 @@ typedef struct wk_cfg {
     int64_t heartbeat_interval_ms;
     const char *device;
     const char *chat_template;
+    bool prefix_cache;
 } wk_cfg;
 
 static const cfg_opt wk_opts[] = {
@@ -45,9 +47,12 @@ static const cfg_opt wk_opts[] = {
      "prompt tokens processed per step next to the decoding sequences (chunked prefill)"},
     {"heartbeat-interval", CFG_DURATION, offsetof(wk_cfg, heartbeat_interval_ms), "1s", 100, 60000,
      "how often the worker announces itself"},
-    {"device", CFG_STR, offsetof(wk_cfg, device), "cpu", 0, 0, "compute device: cpu"},
+    {"device", CFG_STR, offsetof(wk_cfg, device), "cpu", 0, 0,
+     "compute device: cpu, or cuda:N in a `make CUDA=1` build"},
     {"chat-template", CFG_STR, offsetof(wk_cfg, chat_template), "", 0, 0,
      "force a chat template family (chatml, llama3, gemma) instead of detecting it"},
+    {"prefix-cache", CFG_BOOL, offsetof(wk_cfg, prefix_cache), "true", 0, 0,
+     "reuse the KV blocks of earlier prompts' common prefixes (system prompt, earlier turns)"},
 };
 
 typedef struct wk {
@@ -155,6 +160,8 @@ static void *loader_main(void *arg)
             .max_seqs = (int)w->cfg.max_seqs,
             .threads = (int)w->cfg.threads,
             .max_batch_tokens = (int)w->cfg.batch_tokens,
+            .device = w->cfg.device,
+            .no_prefix_cache = !w->cfg.prefix_cache,
             .worker_id = dmn_instance(w->d),
             .b = dmn_bus(w->d),
             .metrics = dmn_metrics(w->d),
@@ -211,9 +218,10 @@ static pl_status wk_start(dmn *d, void *ctx)
         return PL_ERRF(PL_UNSUPPORTED, "this CPU lacks AVX2/FMA/F16C, which this build of the "
                                        "engine uses (rebuild on a matching machine)");
 #endif
-    if (strcmp(w->cfg.device, "cpu") != 0)
-        return PL_ERRF(PL_UNSUPPORTED, "device '%s' is not supported by this build (cpu only)",
-                       w->cfg.device);
+    char dev_desc[160];
+    if (eng_device_check(w->cfg.device, dev_desc, sizeof dev_desc) != PL_OK)
+        return PL_ERRF(PL_UNSUPPORTED, "option --device: %s", pl_err_last());
+    LOGI(NULL, "compute device %s: %s", w->cfg.device, dev_desc);
     pl_status s = ms_parse(w->cfg.models, w->specs, &w->n_models);
     if (s != PL_OK)
         return PL_ERRF(s, "option --models: %s", pl_err_last());

@@ -10,7 +10,9 @@
  * goes to prompt prefill, oldest job first, in chunks, so a long prompt is spread over several
  * steps while the others keep decoding. A job is admitted only when the KV cache can hold its
  * prompt plus a reserve of generated tokens; a sequence that later runs out of KV room ends with
- * finish reason "length". */
+ * finish reason "length". A job starts on the longest prefix of its prompt whose KV blocks the
+ * engine still holds from earlier requests (prefix caching: a shared system prompt, the earlier
+ * turns of a conversation), so only the rest is prefilled. */
 #include "serve.h"
 
 #include <pthread.h>
@@ -48,7 +50,8 @@ typedef struct job {
     eng_seq_id seq;
     int32_t *prompt;
     int32_t n_prompt, n_prefilled;
-    int32_t pending; /* the sampled token to feed in the next step, or -1 */
+    int32_t n_cached; /* prompt tokens whose KV came from the prefix cache */
+    int32_t pending;  /* the sampled token to feed in the next step, or -1 */
     int32_t n_gen, max_tokens;
     sampler *smp;
     stop_matcher *stop;
@@ -94,10 +97,11 @@ struct srv_model {
     char recent[SRV_RECENT][64]; /* finished or cancelled ids (ring) */
     int recent_next;
     uint64_t kv_free;
+    uint64_t pc_queries, pc_hits, pc_evictions; /* engine totals already added to the metrics */
 
     /* metrics */
     met_child *m_running, *m_waiting, *m_kv, *m_prompt, *m_gen, *m_ttft, *m_itl, *m_e2e, *m_queue,
-        *m_batch, *m_prefill, *m_decode;
+        *m_batch, *m_prefill, *m_decode, *m_pc_queries, *m_pc_hits, *m_pc_blocks, *m_pc_evictions;
     met_family *f_success;
     /* per-step scratch */
     eng_item *items;
@@ -292,8 +296,8 @@ static void finish_job(srv_model *m, job *j, Parley__V1__FinishReason why)
         met_observe(m->m_decode, (double)(now - j->t_first) / 1000.0);
     if (j->admitted)
         eng_seq_remove(m->ec, j->seq);
-    LOGI(j->rid, "finished (%s): %d prompt + %d generated tokens in %lld ms", finish_name(why),
-         j->n_prompt, j->n_gen, (long long)(now - j->t_fetch));
+    LOGI(j->rid, "finished (%s): %d prompt (%d cached) + %d generated tokens in %lld ms",
+         finish_name(why), j->n_prompt, j->n_cached, j->n_gen, (long long)(now - j->t_fetch));
 }
 
 static void fail_job(srv_model *m, job *j, pl_status st, const char *msg)
@@ -412,8 +416,9 @@ static pl_status admit_job(srv_model *m, job *j)
         sampler_accept(j->smp, j->prompt[i]);
     if ((s = stop_create((const char *const *)rq->stop, rq->n_stop, &j->stop)) != PL_OK)
         return s;
-    if ((s = eng_seq_add(m->ec, &j->seq)) != PL_OK)
+    if ((s = eng_seq_add_prompt(m->ec, j->prompt, j->n_prompt, &j->seq, &j->n_cached)) != PL_OK)
         return s == PL_OVERLOADED ? PL_AGAIN : s;
+    j->n_prefilled = j->n_cached;
     tok_stream_init(&j->ts);
     j->admitted = true;
     j->pending = -1;
@@ -629,6 +634,18 @@ static void after_logits(srv_model *m, job *j, const float *logits_in, int64_t n
     j->pending = t;
 }
 
+/* Adds what the engine's prefix-cache counters gained since the last call. Batching thread. */
+static void update_prefix_metrics(srv_model *m, const eng_kv_stats *st)
+{
+    met_inc(m->m_pc_queries, (double)(st->prefix_queries - m->pc_queries));
+    met_inc(m->m_pc_hits, (double)(st->prefix_hits - m->pc_hits));
+    met_inc(m->m_pc_evictions, (double)(st->prefix_evictions - m->pc_evictions));
+    met_set(m->m_pc_blocks, st->cached_blocks);
+    m->pc_queries = st->prefix_queries;
+    m->pc_hits = st->prefix_hits;
+    m->pc_evictions = st->prefix_evictions;
+}
+
 static void step_once(srv_model *m)
 {
     /* Cancelled jobs end first, freeing their slot and KV before this step. */
@@ -717,6 +734,7 @@ static void step_once(srv_model *m)
     m->kv_free = st.free_bytes;
     met_set(m->m_kv, st.total_bytes ? 1.0 - (double)st.free_bytes / (double)st.total_bytes : 0);
     pthread_mutex_unlock(&m->mu);
+    update_prefix_metrics(m, &st);
 }
 
 static void *batch_main(void *arg)
@@ -768,7 +786,9 @@ pl_status srv_model_load(const srv_opts *o, srv_model **out)
     eng_ctx_params p = {.kv_budget_bytes = o->kv_budget,
                         .max_seqs = m->o.max_seqs,
                         .n_threads = o->threads,
-                        .max_batch_tokens = m->o.max_batch_tokens + m->o.max_seqs};
+                        .max_batch_tokens = m->o.max_batch_tokens + m->o.max_seqs,
+                        .no_prefix_cache = o->no_prefix_cache,
+                        .device = o->device};
     if ((s = eng_ctx_create(m->em, &p, &m->ec)) != PL_OK)
         return PL_ERRF(s, "model '%s': %s", o->name, pl_err_last());
     eng_ctx_get_params(m->ec, &p);
@@ -828,8 +848,26 @@ pl_status srv_model_load(const srv_opts *o, srv_model **out)
                  m->name, NULL);
     m->f_success = met_counter(r, "parley_request_success_total",
                                "finished requests by finish reason", success_labels);
-    LOGI(NULL, "model '%s' loaded: %s, %d layers, context %d, KV %llu bytes", m->name, m->info.arch,
-         m->info.n_layer, m->n_ctx, (unsigned long long)st.total_bytes);
+    /* Prefix caching, as vLLM reports it: hit rate = hits / queries (in tokens). */
+    m->m_pc_queries =
+        met_with(met_counter(r, "parley_prefix_cache_queries_total",
+                             "prompt tokens looked up in the prefix cache", model_label),
+                 m->name, NULL);
+    m->m_pc_hits =
+        met_with(met_counter(r, "parley_prefix_cache_hits_total",
+                             "prompt tokens whose KV came from the prefix cache", model_label),
+                 m->name, NULL);
+    m->m_pc_blocks =
+        met_with(met_gauge(r, "parley_prefix_cache_blocks",
+                           "KV blocks held by the prefix cache (in use or idle)", model_label),
+                 m->name, NULL);
+    m->m_pc_evictions =
+        met_with(met_counter(r, "parley_prefix_cache_evictions_total",
+                             "idle cached KV blocks evicted to make room", model_label),
+                 m->name, NULL);
+    LOGI(NULL, "model '%s' loaded: %s, %d layers, context %d, KV %llu bytes, prefix cache %s",
+         m->name, m->info.arch, m->info.n_layer, m->n_ctx, (unsigned long long)st.total_bytes,
+         o->no_prefix_cache ? "off" : "on");
     return PL_OK;
 }
 

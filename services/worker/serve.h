@@ -31,6 +31,8 @@ typedef struct srv_opts {
     int max_seqs;
     int threads;
     int max_batch_tokens; /* token budget per step (decode tokens + prefill chunk) */
+    bool no_prefix_cache; /* never reuse KV blocks of earlier prompts (see engine.h) */
+    const char *device;   /* "cpu" or "cuda:N" (engine.h eng_ctx_params.device); borrowed */
     const char *worker_id;
     bus *b;
     met_registry *metrics;

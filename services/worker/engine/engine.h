@@ -5,6 +5,8 @@
  *   eng_ctx *c;     eng_ctx_create(m, &params, &c);           // KV budget, threads, scratch
  *   eng_seq_id s;   eng_seq_add(c, &s);
  *   eng_item it = {.seq = s, .tokens = ids, .n_tokens = n, .want_logits = true};
+ *   // or, reusing cached KV of an earlier sequence's identical prefix:
+ *   int32_t k;      eng_seq_add_prompt(c, ids, n, &s, &k);   // then step ids + k, n - k tokens
  *   eng_step(c, &it, 1);  const float *logits = eng_logits(c, 0);
  *   ...             eng_seq_remove(c, s);                     // frees its KV blocks at once
  *
@@ -18,6 +20,14 @@
  * Threading: an eng_model is immutable after load and may be shared by several contexts. An
  * eng_ctx is used by one thread at a time (the worker's batching loop); internally eng_step uses
  * the context's thread pool. Errors are recorded in pl_err_last() of the calling thread.
+ *
+ * Prefix caching (on unless eng_ctx_params.no_prefix_cache, and only where the backend's memory
+ * is the host's: the CPU backend): every full 16-token KV block whose token ids went through
+ * eng_step is kept, content-addressed, after its sequence ends, until the space is needed
+ * (least recently used first). eng_seq_add_prompt starts a sequence on the longest cached
+ * prefix of its prompt, so only the rest is computed; the logits are bit-identical to computing
+ * everything (a block's K/V depend only on the tokens up to it). Cached blocks no sequence uses
+ * count as free in eng_kv_get_stats and eng_seq_fits.
  *
  * Memory: the model is the file's mmap plus small owned tables; a context owns its KV storage
  * (exactly kv_budget_bytes, touched lazily) and scratch buffers sized once at creation from
@@ -74,7 +84,14 @@ typedef struct eng_ctx_params {
     int32_t n_threads;        /* 0 → number of online CPUs */
     int32_t max_batch_tokens; /* tokens in one step over all items; 0 → 512 */
     int32_t max_seq_len;      /* per-sequence limit; 0 or > the model's → n_ctx_train */
+    bool no_prefix_cache;     /* true: never share KV blocks between sequences */
+    const char *device;       /* "cpu" (or NULL) or "cuda:N" (a `make CUDA=1` build); borrowed */
 } eng_ctx_params;
+
+/* Checks that a compute device name ("cpu", "cuda", "cuda:N") is usable by this build on this
+ * machine and writes a description to desc. PL_INVALID for an unknown name; PL_UNSUPPORTED when
+ * CUDA support was not built in or no CUDA device is visible (the message says which). */
+pl_status eng_device_check(const char *device, char *desc, size_t desc_len);
 
 /* Creates a context. PL_INVALID for impossible parameters (a budget below one block, negative
  * numbers), PL_NOMEM. On PL_OK *out is owned by the caller (eng_ctx_free). */
@@ -90,9 +107,18 @@ size_t eng_ctx_scratch_bytes(const eng_ctx *c);
 
 /* Starts an empty sequence. PL_OVERLOADED when max_seqs are live. */
 pl_status eng_seq_add(eng_ctx *c, eng_seq_id *out);
+/* Starts a sequence for the prompt tokens[0..n) (borrowed for the call) on the longest prefix
+ * of it whose KV blocks are cached: *n_cached (a multiple of 16, always < n, 0 with the cache
+ * off or on a miss) tokens are already in the sequence, and the caller runs tokens[*n_cached..n)
+ * through eng_step. Counts n looked-up and *n_cached hit tokens (eng_kv_stats). PL_INVALID for
+ * n < 1 or a token outside the vocabulary, PL_OVERLOADED when max_seqs are live; on error no
+ * sequence is started. */
+pl_status eng_seq_add_prompt(eng_ctx *c, const int32_t *tokens, int32_t n, eng_seq_id *out,
+                             int32_t *n_cached);
 /* Ends a sequence and returns its KV blocks to the pool at once. PL_NOT_FOUND for an unknown id. */
 pl_status eng_seq_remove(eng_ctx *c, eng_seq_id s);
-/* Keeps the first n tokens of a sequence (n ≤ its length) and frees the blocks beyond. */
+/* Keeps the first n tokens of a sequence (n ≤ its length) and frees the blocks beyond (a shared
+ * block is only released by this sequence; other sequences keep it intact). */
 pl_status eng_seq_truncate(eng_ctx *c, eng_seq_id s, int32_t n);
 /* Tokens held in the KV cache for the sequence, or -1 for an unknown id. */
 int32_t eng_seq_len(const eng_ctx *c, eng_seq_id s);
@@ -100,11 +126,15 @@ int32_t eng_seq_len(const eng_ctx *c, eng_seq_id s);
 bool eng_seq_fits(const eng_ctx *c, eng_seq_id s, int32_t n_new);
 
 typedef struct eng_kv_stats {
-    size_t total_bytes, free_bytes; /* block storage */
+    size_t total_bytes, free_bytes; /* block storage; free includes idle cached blocks */
     int32_t block_tokens;           /* tokens per block (16) */
     int32_t total_blocks, free_blocks;
     int32_t n_seqs; /* live sequences */
     size_t bytes_per_block;
+    int32_t cached_blocks;     /* blocks in the prefix cache, in use or idle */
+    uint64_t prefix_queries;   /* prompt tokens looked up by eng_seq_add_prompt */
+    uint64_t prefix_hits;      /* of those, tokens found cached */
+    uint64_t prefix_evictions; /* cached blocks evicted for room */
 } eng_kv_stats;
 void eng_kv_get_stats(const eng_ctx *c, eng_kv_stats *st);
 

@@ -4,7 +4,7 @@
  * activation buffer a step can need, sized once from max_batch_tokens and max_seqs. eng_step
  * validates the items, reserves KV blocks for all of them (all-or-nothing), gathers every token
  * of the step into one activation matrix, runs the architecture's forward function over it, and
- * commits the new tokens to their sequences.
+ * commits the new tokens (with their ids, for the prefix cache) to their sequences.
  *
  * Shapes (T = tokens in the step, E = n_embd, QD = n_head * head_dim, KD = n_head_kv * head_dim,
  * F = n_ff, V = n_vocab, O = items that want logits):
@@ -25,7 +25,9 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_cuda.h"
 #include "engine.h"
+#include "fwd.h"
 #include "kv.h"
 #include "model.h"
 
@@ -46,6 +48,7 @@ struct eng_ctx {
 
     /* activations (backend memory) */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *cs, *logits;
+    float *logits_host; /* [max_out * n_vocab] host copy when the backend's memory is a device's */
     size_t act_bytes[10];
 
     /* per-step host tables */
@@ -60,6 +63,34 @@ struct eng_ctx {
     int last_items;
     be_rope rope;
 };
+
+/* --- architecture forward functions in other files (fwd.h) -------------------------------------
+ */
+
+void fwd_get(const fwd_state *st, fwd_bufs *out)
+{
+    eng_ctx *c = st->c;
+    *out = (fwd_bufs){.m = c->m,
+                      .b = c->b,
+                      .kv = c->kv,
+                      .x = c->x,
+                      .xb = c->xb,
+                      .q = c->q,
+                      .k = c->k,
+                      .v = c->v,
+                      .att = c->att,
+                      .hb = c->hb,
+                      .hb2 = c->hb2,
+                      .cs = c->cs,
+                      .logits = c->logits,
+                      .tokens = c->tokens,
+                      .pos = c->pos,
+                      .seqs = c->seqs,
+                      .out_rows = c->out_rows,
+                      .T = st->T,
+                      .n_seqs = st->n_seqs,
+                      .n_out = st->n_out};
+}
 
 /* --- llama -------------------------------------------------------------------------------------
  */
@@ -192,7 +223,7 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
         max_cols = F;
     c->max_out = p.max_seqs < p.max_batch_tokens ? p.max_seqs : p.max_batch_tokens;
 
-    pl_status st = be_cpu_create(p.n_threads, (int)T, max_cols, p.max_seq_len, &c->b);
+    pl_status st = be_open(p.device, m, p.n_threads, (int)T, max_cols, p.max_seq_len, &c->b);
     if (st != PL_OK)
         goto fail;
 
@@ -200,7 +231,10 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
                     .kv_dim = (int)KD,
                     .max_seqs = p.max_seqs,
                     .max_seq_len = p.max_seq_len,
-                    .budget_bytes = p.kv_budget_bytes};
+                    .budget_bytes = p.kv_budget_bytes,
+                    /* Copy-on-write of a shared block is a host memcpy (kv.c): a device
+                     * backend would need a device-to-device block copy op first. */
+                    .prefix_cache = !p.no_prefix_cache && be_host_memory(c->b)};
     c->kv_storage_bytes = kv_storage_bytes(&kp);
     if (c->kv_storage_bytes == 0) {
         st = PL_ERRF(PL_INVALID,
@@ -237,6 +271,10 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
         st = PL_ERRF(PL_NOMEM, "engine: out of memory");
         goto fail;
     }
+    if (!be_host_memory(c->b) && !(c->logits_host = malloc(c->act_bytes[9]))) {
+        st = PL_ERRF(PL_NOMEM, "engine: out of memory for host logits");
+        goto fail;
+    }
     *out = c;
     return PL_OK;
 fail:
@@ -261,6 +299,7 @@ void eng_ctx_free(eng_ctx *c)
     free(c->out_rows);
     free(c->item_out);
     free(c->seq_stamp);
+    free(c->logits_host);
     free(c);
 }
 
@@ -280,6 +319,20 @@ size_t eng_ctx_scratch_bytes(const eng_ctx *c)
 pl_status eng_seq_add(eng_ctx *c, eng_seq_id *out)
 {
     return kv_seq_add(c->kv, out);
+}
+
+pl_status eng_seq_add_prompt(eng_ctx *c, const int32_t *tokens, int32_t n, eng_seq_id *out,
+                             int32_t *n_cached)
+{
+    *n_cached = 0;
+    if (n < 1 || !tokens)
+        return PL_ERRF(PL_INVALID, "engine: a prompt needs at least one token");
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
+            return PL_ERRF(PL_INVALID,
+                           "engine: prompt token %d (id %d) outside the vocabulary of %d", i,
+                           tokens[i], c->m->hp.n_vocab);
+    return kv_seq_add_prefix(c->kv, tokens, n, out, n_cached);
 }
 
 pl_status eng_seq_remove(eng_ctx *c, eng_seq_id s)
@@ -318,6 +371,10 @@ void eng_kv_get_stats(const eng_ctx *c, eng_kv_stats *st)
     st->free_blocks = ks.free_blocks;
     st->n_seqs = ks.n_seqs;
     st->bytes_per_block = ks.block_bytes;
+    st->cached_blocks = ks.cached_blocks;
+    st->prefix_queries = ks.prefix_queries;
+    st->prefix_hits = ks.prefix_hits;
+    st->prefix_evictions = ks.evictions;
 }
 
 /* --- step ---------------------------------------------------------------------------------------
@@ -408,8 +465,12 @@ pl_status eng_step(eng_ctx *c, const eng_item *items, int n_items)
             kv_truncate(c->kv, items[i].seq, kv_seq_len(c->kv, items[i].seq));
         return st;
     }
+    /* Committing with the ids enters every block the step filled in the prefix cache. */
     for (int i = 0; i < n_items; i++)
-        kv_commit(c->kv, items[i].seq, items[i].n_tokens);
+        kv_commit_tokens(c->kv, items[i].seq, items[i].tokens, items[i].n_tokens);
+    if (c->logits_host && fs.n_out > 0)
+        c->b->ops->to_host(c->b, c->logits_host, c->logits,
+                           (size_t)fs.n_out * (size_t)c->m->hp.n_vocab * sizeof(float));
     c->last_items = n_items;
     return PL_OK;
 }
@@ -418,5 +479,6 @@ const float *eng_logits(const eng_ctx *c, int item)
 {
     if (item < 0 || item >= c->last_items || c->item_out[item] < 0)
         return NULL;
-    return c->logits + (size_t)c->item_out[item] * (size_t)c->m->hp.n_vocab;
+    const float *lg = c->logits_host ? c->logits_host : c->logits;
+    return lg + (size_t)c->item_out[item] * (size_t)c->m->hp.n_vocab;
 }
