@@ -3,7 +3,8 @@
  * Modules: turn.c (a ChatTurnRequest: quota, context, stored messages, inference submitted),
  * prompt.c (the prompt from a conversation's chain within the tier's window), persist.c (the
  * completion records: answers saved, usage counted, titles generated), sweep.c (pending
- * answers that nothing will finish). main.c is the configuration table and the wiring.
+ * answers that nothing will finish), moderate.c (safety events and the blocking pre-check). main.c
+ * is the configuration table and the wiring.
  *
  * One chat per process, created in main.c; read-only after start except the metrics (atomic)
  * and the handles owned by each module. */
@@ -29,7 +30,13 @@ typedef struct chat_cfg {
     int64_t sweep_age_ms; /* pending answers older than this are failed */
     int64_t title_max_tokens;
     double temperature;
+    int64_t safety_queue;                   /* moderate.c: safety events waiting to be published */
+    bool safety_precheck;                   /* moderate.c: ask safety before queuing a prompt */
+    int64_t safety_precheck_timeout_ms;     /* its deadline */
+    const char *safety_precheck_on_timeout; /* "allow" or "refuse" */
 } chat_cfg;
+
+typedef struct mod_pub mod_pub;
 
 typedef struct chat_sweeper chat_sweeper;
 
@@ -43,9 +50,13 @@ typedef struct chat {
     bgtask *consumer_setup; /* binds the completions consumer once it exists (persist.c) */
     bus_pull *pull;
     bus_pull_loop *loop;
-    chat_sweeper *sweeper; /* sweep.c */
-    met_family *m_turns;   /* parley_chat_turns_total{result} */
-    met_family *m_records; /* parley_chat_completions_total{result} */
+    chat_sweeper *sweeper;          /* sweep.c */
+    met_family *m_turns;            /* parley_chat_turns_total{result} */
+    met_family *m_records;          /* parley_chat_completions_total{result} */
+    mod_pub *mod;                   /* moderate.c */
+    met_family *m_safety_events;    /* parley_chat_safety_events_total{result} */
+    met_family *m_precheck;         /* parley_chat_safety_precheck_total{result} */
+    met_family *m_precheck_latency; /* parley_chat_safety_precheck_duration_seconds */
 } chat;
 
 /* One history RPC. PL_OK: *rp is the reply (caller frees with
@@ -77,6 +88,24 @@ void turn_stop(chat *c);
  * it) and runs the pull loop. */
 pl_status persist_start(chat *c);
 void persist_stop(chat *c);
+
+/* Safety (moderate.c): the event publisher's thread and queue. */
+pl_status mod_start(chat *c);
+void mod_stop(chat *c); /* flushes for a moment, then drops what is left (counted) */
+/* Queues a SafetyEvent for a stored message (strings copied). Never blocks on the bus and never
+ * fails the caller: a full queue drops the event (counted, logged). */
+void mod_event(chat *c, const char *user_id, const char *conversation_id, const char *message_id,
+               Parley__V1__Role role, const char *model, const char *text);
+
+typedef enum mod_verdict {
+    MOD_ALLOW,  /* go on */
+    MOD_BLOCK,  /* safety blocks the prompt: answer with the refusal */
+    MOD_REFUSE, /* no answer in time and the policy is "refuse" */
+} mod_verdict;
+/* The blocking pre-check of a prompt (MOD_ALLOW at once when it is off). On MOD_BLOCK the
+ * blocking category is written into category[cap]. Waits at most the configured deadline. */
+mod_verdict mod_precheck(chat *c, const char *rid, const char *user_id, const char *text,
+                         char *category, size_t cap);
 
 /* The sweeper (sweep.c): every sweep interval, asks history to fail pending answers older
  * than the sweep age. */

@@ -5,8 +5,8 @@
  * the final text. This module pulls them through the durable consumer "chat" and, per record:
  *   - an answer of a turn (conversation_id and message_id set): msg.complete (idempotent by
  *     request id: only a pending answer changes) with complete / stopped / failed, then, when
- *     it changed, usage.add, and after the first complete answer of an untitled conversation a
- *     title request;
+ *     it changed, usage.add, a safety event for an answer with text (moderate.c), and after
+ *     the first complete answer of an untitled conversation a title request;
  *   - a title (message_id "title:<conversation>"): conv.rename, only while it has no title;
  *   - anything else (the OpenAI-compatible API): usage.add for the key's owner when the
  *     gateway authenticated a per-user API key (user_id set), then acked.
@@ -269,6 +269,9 @@ static pst_outcome on_answer(chat *c, const Parley__V1__CompletionRecord *r, uin
          : m.status == PARLEY__V1__MESSAGE_STATUS__MESSAGE_STATUS_STOPPED ? "stopped"
                                                                           : "failed");
     add_usage(c, r);
+    if (m.status != PARLEY__V1__MESSAGE_STATUS__MESSAGE_STATUS_FAILED && r->text && r->text[0])
+        mod_event(c, r->user_id, r->conversation_id, r->message_id,
+                  PARLEY__V1__ROLE__ROLE_ASSISTANT, r->model, r->text);
     if (fallback)
         publish_end(c, r);
     if (untitled && m.status == PARLEY__V1__MESSAGE_STATUS__MESSAGE_STATUS_COMPLETE)

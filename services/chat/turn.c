@@ -11,7 +11,12 @@
  *   4. msg.turn — the user message and the pending answer stored in one transaction;
  *   5. the InferRequest submitted (priority from the tier, deltas on the turn's own subject,
  *      which the PARLEY_DELTAS stream keeps for replays); a refusal marks the answer failed.
- * The reply carries the ids, the delta subject and the quota.
+ * The reply carries the ids, the delta subject and the quota. When the safety pre-check is on
+ * (moderate.c) a new message is checked between 3 and 4: a blocked prompt is still stored, but
+ * its answer is the refusal text, completed at once and sent as the turn's only delta with
+ * finish reason CONTENT_FILTER, and nothing is submitted; a pre-check without an answer under
+ * the "refuse" policy refuses the turn (503, nothing stored). Every stored user message is
+ * queued as a safety event (moderate.c), which never delays the turn.
  *
  * Threading: runs on the subscription's libnats delivery thread; each step is a blocking RPC
  * bounded by its timeout. Several chat instances share the queue group. */
@@ -60,6 +65,47 @@ static bool tier_allows(const Parley__V1__Tier *tier, const char *model)
     return false;
 }
 
+/* Answers a blocked prompt: the pending answer becomes the refusal text (complete), and the
+ * turn's delta subject gets it as one terminal delta with finish reason CONTENT_FILTER, which
+ * the stream of PARLEY_DELTAS keeps for the gateway's reader. Best effort: when history cannot
+ * be reached the sweeper fails the answer later. */
+static void block_answer(chat *c, const char *rid, const Parley__V1__ChatTurnRequest *rq,
+                         const Parley__V1__Message *answer, const char *model,
+                         const char *delta_subject, const char *category)
+{
+    char text[256];
+    snprintf(text, sizeof text,
+             "This message was not sent to the model: it was blocked by the content policy "
+             "(%s).",
+             category && category[0] ? category : "blocked content");
+    Parley__V1__HistoryRequest hr = PARLEY__V1__HISTORY_REQUEST__INIT;
+    Parley__V1__Message m = PARLEY__V1__MESSAGE__INIT;
+    hr.op = (char *)"msg.complete";
+    hr.user_id = rq->user_id;
+    m.id = answer->id;
+    m.conversation_id = rq->conversation_id;
+    m.request_id = (char *)rid;
+    m.content = text;
+    m.status = PARLEY__V1__MESSAGE_STATUS__MESSAGE_STATUS_COMPLETE;
+    m.error = (char *)"";
+    hr.message = &m;
+    Parley__V1__HistoryReply *rp = NULL;
+    if (chat_history(c, rid, &hr, &rp) != PL_OK)
+        LOGW(rid, "cannot store the refusal (the sweeper will fail the answer): %s", pl_err_last());
+    if (rp)
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+    Parley__V1__TokenDelta d = PARLEY__V1__TOKEN_DELTA__INIT;
+    Parley__V1__Usage u = PARLEY__V1__USAGE__INIT;
+    d.request_id = (char *)rid;
+    d.seq = 0; /* out of band: no worker */
+    d.text = text;
+    d.finish_reason = PARLEY__V1__FINISH_REASON__FINISH_REASON_CONTENT_FILTER;
+    d.usage = &u;
+    d.model = (char *)model;
+    if (bus_publish_pb(dmn_bus(c->d), delta_subject, &d.base) != PL_OK)
+        LOGW(rid, "cannot send the refusal: %s", pl_err_last());
+}
+
 /* Marks the stored answer failed when its request could not be submitted. Best effort. */
 static void fail_answer(chat *c, const char *rid, const Parley__V1__ChatTurnRequest *rq,
                         const Parley__V1__Message *answer, const char *why)
@@ -80,6 +126,20 @@ static void fail_answer(chat *c, const char *rid, const Parley__V1__ChatTurnRequ
         LOGW(rid, "cannot mark the answer failed (the sweeper will): %s", pl_err_last());
     if (rp)
         protobuf_c_message_free_unpacked(&rp->base, NULL);
+}
+
+/* The reply of a turn whose messages are stored: ids, delta subject, title. */
+static void fill_reply(const Parley__V1__ChatTurnRequest *rq, Parley__V1__ChatTurnReply *rep,
+                       turn_state *t, const Parley__V1__Message *answer)
+{
+    rep->request_id = t->rid;
+    rep->conversation_id = rq->conversation_id;
+    rep->assistant_message_id = answer->id;
+    rep->user_message_id = t->stored->n_messages ? t->stored->messages[0]->id : (char *)"";
+    rep->delta_subject = t->delta_subject;
+    rep->title = t->stored->conversation && t->stored->conversation->title
+                     ? t->stored->conversation->title
+                     : (char *)"";
 }
 
 static pl_status run_turn(chat *c, const Parley__V1__ChatTurnRequest *rq,
@@ -168,6 +228,17 @@ static pl_status run_turn(chat *c, const Parley__V1__ChatTurnRequest *rq,
     };
     if ((s = pr_build(&in, &t->prompt)) != PL_OK)
         return s;
+    char blocked[64] = "";
+    if (!rq->regenerate) {
+        mod_verdict v = mod_precheck(c, rid, rq->user_id, rq->content, blocked, sizeof blocked);
+        if (v == MOD_REFUSE) {
+            t->retry_after_ms = 2000;
+            return PL_ERRF(PL_UNAVAILABLE,
+                           "the content check did not answer in time; please try again");
+        }
+        if (v == MOD_BLOCK && !blocked[0])
+            snprintf(blocked, sizeof blocked, "blocked content");
+    }
 
     /* 4. store the user message and the pending answer */
     Parley__V1__HistoryRequest tr = PARLEY__V1__HISTORY_REQUEST__INIT;
@@ -189,6 +260,16 @@ static pl_status run_turn(chat *c, const Parley__V1__ChatTurnRequest *rq,
     const Parley__V1__Message *answer = t->stored->message;
     if (!answer)
         return PL_ERRF(PL_ERR, "msg.turn answered without the answer's id");
+    if (!rq->regenerate && t->stored->n_messages)
+        mod_event(c, rq->user_id, rq->conversation_id, t->stored->messages[0]->id,
+                  PARLEY__V1__ROLE__ROLE_USER, t->model, rq->content);
+    if (blocked[0]) {
+        block_answer(c, rid, rq, answer, t->model, t->delta_subject, blocked);
+        LOGI(rid, "turn in conversation %s blocked by the pre-check (%s)", rq->conversation_id,
+             blocked);
+        fill_reply(rq, rep, t, answer);
+        return PL_OK;
+    }
 
     /* 5. submit */
     Parley__V1__InferRequest ir = PARLEY__V1__INFER_REQUEST__INIT;
@@ -223,15 +304,7 @@ static pl_status run_turn(chat *c, const Parley__V1__ChatTurnRequest *rq,
     }
     LOGI(rid, "turn in conversation %s: %zu messages (~%u tokens, %zu dropped) to %s",
          rq->conversation_id, t->prompt.n, t->prompt.tokens, t->prompt.dropped, t->model);
-
-    rep->request_id = t->rid;
-    rep->conversation_id = rq->conversation_id;
-    rep->assistant_message_id = answer->id;
-    rep->user_message_id = t->stored->n_messages ? t->stored->messages[0]->id : (char *)"";
-    rep->delta_subject = t->delta_subject;
-    rep->title = t->stored->conversation && t->stored->conversation->title
-                     ? t->stored->conversation->title
-                     : (char *)"";
+    fill_reply(rq, rep, t, answer);
     return PL_OK;
 }
 

@@ -156,7 +156,9 @@ static void on_delta_locked(cvs *c, const Parley__V1__TokenDelta *d)
                                               : "failed");
         emit(c->s, id, o);
     } else if (d->finish_reason == PARLEY__V1__FINISH_REASON__FINISH_REASON_STOP ||
-               d->finish_reason == PARLEY__V1__FINISH_REASON__FINISH_REASON_LENGTH) {
+               d->finish_reason == PARLEY__V1__FINISH_REASON__FINISH_REASON_LENGTH ||
+               d->finish_reason == PARLEY__V1__FINISH_REASON__FINISH_REASON_CONTENT_FILTER) {
+        /* content_filter: chat's refusal of a blocked prompt, stored as a complete answer */
         status = "complete";
     } else if (d->finish_reason == PARLEY__V1__FINISH_REASON__FINISH_REASON_CANCELLED) {
         status = "stopped";

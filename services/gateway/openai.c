@@ -6,7 +6,9 @@
  * delta: an error before any token (prompt too long, no worker) still becomes a proper HTTP
  * status. A stream then goes out as SSE chunks exactly as OpenAI shapes them; a non-stream
  * answer is collected and sent as one JSON body. Handlers run on MHD pool threads; only the
- * admission RPC blocks (briefly). */
+ * admission RPC blocks (briefly). With --safety-precheck the last user message is checked
+ * first (precheck.c): a blocked prompt is answered by one delta with finish reason
+ * "content_filter" and never submitted. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "parley.pb-c.h"
+#include "precheck.h"
 #include "stream.h"
 #include "subjects.h"
 #include "wire.h"
@@ -370,7 +373,9 @@ static void oai_out_free(void *p)
 
 static const char *finish_str(Parley__V1__FinishReason f)
 {
-    return f == PARLEY__V1__FINISH_REASON__FINISH_REASON_LENGTH ? "length" : "stop";
+    return f == PARLEY__V1__FINISH_REASON__FINISH_REASON_LENGTH           ? "length"
+           : f == PARLEY__V1__FINISH_REASON__FINISH_REASON_CONTENT_FILTER ? "content_filter"
+                                                                          : "stop";
 }
 
 /* The common chunk skeleton with one choice; returns the choice object. */
@@ -585,6 +590,20 @@ static enum MHD_Result resume_request(http_req *r, gws *s)
     return http_queue(r, 200, resp);
 }
 
+/* Admitted (or answered by the pre-check): parks the connection until the first delta (or the
+ * end) arrives. */
+static enum MHD_Result park(http_req *r, gws *s)
+{
+    gws_lock(s);
+    if (gws_started(s) || gws_done(s)) {
+        gws_unlock(s);
+        return resume_request(r, s);
+    }
+    gws_suspend(s);
+    gws_unlock(s);
+    return MHD_YES;
+}
+
 enum MHD_Result oai_chat_completions(http_req *r, void *arg)
 {
     gw *g = arg;
@@ -637,6 +656,19 @@ enum MHD_Result oai_chat_completions(http_req *r, void *arg)
     gws_attach(s, http_conn(r));
     http_set_user(r, s, detach_and_release);
 
+    gw_precheck_result pc = gw_precheck(g, q->rid, q->user_id, &q->ir, q->delta_subject);
+    if (pc == GW_PRECHECK_REFUSED) {
+        gws_lock(s);
+        gws_fail(s, PL_CANCELLED, ""); /* nothing runs: no cancel needed */
+        gws_unlock(s);
+        return http_reply_error(r, 503,
+                                "the content check did not answer in time; please try "
+                                "again",
+                                NULL, "service_unavailable", 2);
+    }
+    if (pc == GW_PRECHECK_BLOCKED)
+        return park(r, s); /* the refusal is the only delta */
+
     Parley__V1__InferAdmit *admit = NULL;
     st = bus_request_pb(dmn_bus(g->d), SUBJ_INFER_SUBMIT, &q->ir.base,
                         &parley__v1__infer_admit__descriptor, OAI_RPC_TIMEOUT_MS,
@@ -668,14 +700,5 @@ enum MHD_Result oai_chat_completions(http_req *r, void *arg)
                                 status == 429 || status == 503 ? (retry ? retry : 1) : 0);
     }
     protobuf_c_message_free_unpacked(&admit->base, NULL);
-
-    /* Admitted: park the connection until the first delta (or the end) arrives. */
-    gws_lock(s);
-    if (gws_started(s) || gws_done(s)) {
-        gws_unlock(s);
-        return resume_request(r, s);
-    }
-    gws_suspend(s);
-    gws_unlock(s);
-    return MHD_YES;
+    return park(r, s);
 }

@@ -146,6 +146,19 @@ const mig_step mig_steps[] = {
     {5, "messages in tree-load order",
      "CREATE INDEX messages_conv_order ON messages (user_id, conversation_id, created_at, id);"
      "DROP INDEX messages_conv;"},
+    /* One verdict per event, classifier and category (the rules and a model may both judge an
+     * event), so that a redelivered event stores nothing twice; an id for the administrators'
+     * review; the flagged verdicts of a conversation found by conversation. */
+    {6, "safety verdicts: per classifier, review",
+     "ALTER TABLE safety_verdicts ADD COLUMN id text;"
+     "UPDATE safety_verdicts SET id = md5(user_id || '/' || event_id || '/' || category);"
+     "ALTER TABLE safety_verdicts ALTER COLUMN id SET NOT NULL;"
+     "ALTER TABLE safety_verdicts ADD COLUMN reviewed_by text;"
+     "ALTER TABLE safety_verdicts DROP CONSTRAINT safety_verdicts_pkey;"
+     "ALTER TABLE safety_verdicts ADD PRIMARY KEY (user_id, event_id, classifier, category);"
+     "CREATE INDEX safety_verdicts_id ON safety_verdicts (id);"
+     "CREATE INDEX safety_verdicts_conv ON safety_verdicts (conversation_id, decided_at)"
+     "  WHERE action >= 2;"},
 };
 
 const size_t mig_n_steps = sizeof mig_steps / sizeof mig_steps[0];

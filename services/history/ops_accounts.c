@@ -159,7 +159,7 @@ static Parley__V1__ApiKey *key_from(hs_arena *a, const PGresult *r, int row, int
 
 /* PL_OK when `user_id` names an enabled administrator; PL_PERMISSION otherwise. Admin ops
  * check here as well as in the gateway, so no other caller of the bus can skip it. */
-static pl_status require_admin(hs_env *e, const char *user_id)
+pl_status hs_require_admin(hs_env *e, const char *user_id)
 {
     if (empty(user_id))
         return PL_ERRF(PL_PERMISSION, "administrators only");
@@ -668,7 +668,7 @@ static bool tier_name_ok(const char *s)
 static pl_status op_tier_set(hs_env *e, const Parley__V1__HistoryRequest *rq,
                              Parley__V1__HistoryReply *rp, hs_arena *a)
 {
-    pl_status s = require_admin(e, rq->user_id);
+    pl_status s = hs_require_admin(e, rq->user_id);
     if (s != PL_OK)
         return s;
     const Parley__V1__Tier *t = rq->tier;
@@ -865,7 +865,7 @@ static pl_status op_ratelimit_clear(hs_env *e, const Parley__V1__HistoryRequest 
 static pl_status op_admin_users(hs_env *e, const Parley__V1__HistoryRequest *rq,
                                 Parley__V1__HistoryReply *rp, hs_arena *a)
 {
-    pl_status s = require_admin(e, rq->user_id);
+    pl_status s = hs_require_admin(e, rq->user_id);
     if (s != PL_OK)
         return s;
     uint32_t limit = rq->limit == 0 ? 50 : rq->limit > 200 ? 200 : rq->limit;
@@ -899,7 +899,7 @@ static pl_status op_admin_users(hs_env *e, const Parley__V1__HistoryRequest *rq,
 static pl_status op_admin_set_tier(hs_env *e, const Parley__V1__HistoryRequest *rq,
                                    Parley__V1__HistoryReply *rp, hs_arena *a)
 {
-    pl_status s = require_admin(e, rq->user_id);
+    pl_status s = hs_require_admin(e, rq->user_id);
     if (s != PL_OK)
         return s;
     if (!rq->user || empty(rq->user->id) || empty(rq->user->tier))
@@ -935,7 +935,7 @@ static pl_status op_admin_set_tier(hs_env *e, const Parley__V1__HistoryRequest *
 static pl_status op_admin_usage(hs_env *e, const Parley__V1__HistoryRequest *rq,
                                 Parley__V1__HistoryReply *rp, hs_arena *a)
 {
-    pl_status s = require_admin(e, rq->user_id);
+    pl_status s = hs_require_admin(e, rq->user_id);
     if (s != PL_OK)
         return s;
     uint32_t days = rq->limit == 0 ? 1 : rq->limit > 92 ? 92 : rq->limit;
