@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 
 # pip name=import name
 PIP_PACKAGES=(pytest=pytest requests=requests openai=openai pyyaml=yaml yamllint=yamllint
-              kubernetes-validate=kubernetes_validate schemathesis=schemathesis)
+              kubernetes-validate=kubernetes_validate schemathesis=schemathesis
+              playwright=playwright)
+# playwright drives Debian's /usr/bin/chromium (scripts/apt-packages.txt): never run
+# `playwright install`, which downloads browsers from outside Debian and PyPI.
 
 mapfile -t APT < <(sed -e 's/#.*//' scripts/apt-packages.txt | tr -s ' \t' '\n' | sed '/^$/d')
 

@@ -28,6 +28,7 @@
 
 #include "convs.h"
 #include "log.h"
+#include "static.h"
 
 #define CV_UPLOAD_MAX     (512 * 1024) /* bytes of a file */
 #define CV_PDF_TEXT_MAX   (1024 * 1024)
@@ -177,6 +178,10 @@ enum MHD_Result cv_route_public_share(http_req *r, void *arg)
             if (!text)
                 return MHD_NO;
         }
+    }
+    if (gw_static_wants_html(r)) { /* a browser: the page that renders this JSON */
+        free(text);
+        return gw_static_share_page(g, r, status);
     }
     if (status == 404) {
         static const char nf[] = "{\"error\":{\"message\":\"this shared conversation does not "
