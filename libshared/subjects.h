@@ -26,6 +26,9 @@
 #define SUBJ_CHAT_TURN "parley.v1.chat.turn"
 /* Request-reply to safety (queue group QUEUE_SAFETY): SafetyCheckRequest → SafetyCheckReply. */
 #define SUBJ_SAFETY_CHECK "parley.v1.safety.check"
+/* Broadcast to every gateway (no queue group): AuthInvalidate, drop cached session lookups after
+ * a log-out, a password change or an administrator's change to a user or tier. */
+#define SUBJ_AUTH_INVALIDATE "parley.v1.auth.invalidate"
 
 #define QUEUE_INFER   "infer-gateway"
 #define QUEUE_HISTORY "history"

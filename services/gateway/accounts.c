@@ -5,8 +5,10 @@
  * Secrets never leave the gateway in the clear: passwords are hashed here (argon2id through
  * libsodium, 2 passes over 19 MiB: OWASP's minimum) and history stores only that hash; session
  * tokens (256 random bits, base64url) and API keys ("pk-" + 256 random bits) are shown to the
- * client once and stored in history as their sha-256. Every check of a token or key goes to
- * history (sessions: idle and absolute expiry; keys: revocation takes effect at once).
+ * client once and stored in history as their sha-256. Every check of a key goes to history
+ * (revocation takes effect at once); a session's look-up is remembered for --session-cache
+ * (2 s) by authcache.c, evicted at once on every gateway by a log-out or an administrator's
+ * change (SUBJ_AUTH_INVALIDATE).
  *
  * Threading: handlers run on the HTTP pool threads. Hashing is the one expensive step (19 MiB
  * and tens of milliseconds per hash), so a counting semaphore (the `gate` below) lets at most
@@ -30,8 +32,10 @@
 
 #include <sodium.h>
 
+#include "authcache.h"
 #include "log.h"
 #include "product.h"
+#include "subjects.h"
 #include "sync.h"
 
 #define PW_OPSLIMIT         2ULL
@@ -254,16 +258,95 @@ static bool is_api_key(const char *token)
     return strncmp(token, "pk-", 3) == 0;
 }
 
-/* "session.lookup" or "apikey.lookup" for `token`; *rep owned by the caller on PL_OK. */
-static pl_status lookup(gw *g, const char *rid, const char *token, Parley__V1__HistoryReply **rep)
+/* "session.lookup" or "apikey.lookup" for `token` (whose sha-256 hex is `hash`); *rep owned by
+ * the caller on PL_OK. */
+static pl_status lookup(gw *g, const char *rid, const char *token, const char *hash,
+                        Parley__V1__HistoryReply **rep)
 {
-    char hash[65];
-    sha256_hex(token, hash);
     Parley__V1__HistoryRequest rq = PARLEY__V1__HISTORY_REQUEST__INIT;
     rq.op = is_api_key(token) ? "apikey.lookup" : "session.lookup";
-    rq.token_hash = hash;
+    rq.token_hash = (char *)hash;
     rq.expires_ms = g->cfg.session_idle_ms;
     return gw_history(g, rid, &rq, rep);
+}
+
+/* --- the session cache (authcache.h) ------------------------------------------------------- */
+
+/* Evicts here and tells every other gateway: a token, every session of a user, or everything. */
+static void invalidate(gw *g, const char *rid, const char *token_hash, const char *user_id,
+                       bool all)
+{
+    if (!g->auth_cache)
+        return;
+    if (all)
+        authcache_clear(g->auth_cache);
+    if (token_hash)
+        authcache_drop_token(g->auth_cache, token_hash);
+    if (user_id)
+        authcache_drop_user(g->auth_cache, user_id);
+    Parley__V1__AuthInvalidate m = PARLEY__V1__AUTH_INVALIDATE__INIT;
+    m.token_hash = (char *)(token_hash ? token_hash : "");
+    m.user_id = (char *)(user_id ? user_id : "");
+    m.all = all;
+    if (bus_publish_pb(dmn_bus(g->d), SUBJ_AUTH_INVALIDATE, &m.base) != PL_OK)
+        LOGW(rid, "session cache: broadcasting an eviction failed (other gateways forget within "
+                  "the cache TTL): %s",
+             pl_err_last());
+}
+
+/* SUBJ_AUTH_INVALIDATE from any gateway, this one included (a second eviction is harmless). */
+static void on_invalidate(bus_msg *msg, void *arg)
+{
+    gw *g = arg;
+    Parley__V1__AuthInvalidate *m = (Parley__V1__AuthInvalidate *)bus_msg_unpack(
+        msg, &parley__v1__auth_invalidate__descriptor);
+    if (!m) {
+        LOGW(NULL, "session cache: an undecodable eviction message: clearing everything");
+        authcache_clear(g->auth_cache);
+    } else {
+        if (m->all)
+            authcache_clear(g->auth_cache);
+        if (m->token_hash && m->token_hash[0])
+            authcache_drop_token(g->auth_cache, m->token_hash);
+        if (m->user_id && m->user_id[0])
+            authcache_drop_user(g->auth_cache, m->user_id);
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+    }
+    bus_msg_destroy(msg);
+}
+
+pl_status gw_auth_cache_start(gw *g)
+{
+    if (g->cfg.session_cache_ms <= 0)
+        return PL_OK;
+    pl_status s = authcache_create(GW_SESSION_CACHE_ENTRIES, g->cfg.session_cache_ms,
+                                   &g->auth_cache);
+    if (s != PL_OK)
+        return s;
+    static const char *const labels[] = {"result", NULL};
+    g->m_session_cache = met_counter(dmn_metrics(g->d), "parley_gateway_session_cache_total",
+                                     "session look-ups answered from the gateway's cache (hit) "
+                                     "or by history (miss)",
+                                     labels);
+    s = bus_subscribe(dmn_bus(g->d), SUBJ_AUTH_INVALIDATE, NULL, on_invalidate, g, &g->auth_sub);
+    if (s != PL_OK) {
+        authcache_free(g->auth_cache);
+        g->auth_cache = NULL;
+    }
+    return s;
+}
+
+void gw_auth_cache_stop(gw *g)
+{
+    bus_unsubscribe(g->auth_sub);
+    g->auth_sub = NULL;
+    authcache_free(g->auth_cache);
+    g->auth_cache = NULL;
+}
+
+void gw_auth_forget_user(gw *g, const char *user_id)
+{
+    authcache_drop_user(g->auth_cache, user_id);
 }
 
 static const char *static_exceeded(const char *e)
@@ -311,9 +394,27 @@ static bool authenticate(gw *g, http_req *r, gw_user *u, Parley__V1__HistoryRepl
         return false;
     }
     bool key = is_api_key(token);
+    if (strlen(token) > 256) {
+        *ret = http_reply_error(r, 401,
+                                key ? "invalid or revoked API key"
+                                    : "the session has expired: log in",
+                                NULL, key ? "invalid_api_key" : "unauthenticated", 0);
+        return false;
+    }
+    char hash[65];
+    sha256_hex(token, hash);
+    /* Sessions only, and only when the caller needs no more than gw_user (see authcache.h). */
+    bool cacheable = !key && !rep && g->auth_cache;
+    uint64_t epoch = 0;
+    if (cacheable) {
+        bool hit = authcache_get(g->auth_cache, hash, dmn_now_ms(), u);
+        met_inc(met_with(g->m_session_cache, hit ? "hit" : "miss", NULL), 1);
+        if (hit)
+            return true;
+        epoch = authcache_epoch(g->auth_cache);
+    }
     Parley__V1__HistoryReply *rp = NULL;
-    pl_status s =
-        strlen(token) > 256 ? PL_UNAUTHENTICATED : lookup(g, http_request_id(r), token, &rp);
+    pl_status s = lookup(g, http_request_id(r), token, hash, &rp);
     if (s == PL_OK && !rp->user) {
         protobuf_c_message_free_unpacked(&rp->base, NULL);
         s = PL_UNAUTHENTICATED;
@@ -328,6 +429,8 @@ static bool authenticate(gw *g, http_req *r, gw_user *u, Parley__V1__HistoryRepl
         return false;
     }
     user_fill(u, rp, key);
+    if (cacheable)
+        authcache_put(g->auth_cache, hash, u, dmn_now_ms(), epoch);
     if (rep)
         *rep = rp;
     else
@@ -586,6 +689,7 @@ static enum MHD_Result route_logout(http_req *r, void *arg)
         rq.op = "session.delete";
         rq.token_hash = hash;
         pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
+        invalidate(g, http_request_id(r), hash, NULL, false);
         if (s != PL_OK)
             return gw_fail(r, s);
         protobuf_c_message_free_unpacked(&rep->base, NULL);
@@ -903,6 +1007,7 @@ static enum MHD_Result route_admin_user_patch(http_req *r, void *arg)
     rq.user_id = u.id;
     rq.user = &nu;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
+    invalidate(g, http_request_id(r), NULL, id, false);
     cJSON_Delete(b);
     if (s != PL_OK)
         return gw_fail(r, s);
@@ -1036,6 +1141,7 @@ static enum MHD_Result route_admin_tier_put(http_req *r, void *arg)
     rq.user_id = u.id;
     rq.tier = &t;
     pl_status s = gw_history(g, http_request_id(r), &rq, &rep);
+    invalidate(g, http_request_id(r), NULL, NULL, true);
     cJSON_Delete(b);
     if (s != PL_OK)
         return gw_fail(r, s);

@@ -13,6 +13,7 @@
  *   POST   /api/v1/conversations/{id}/messages/{mid}/switch
  *   POST   /api/v1/conversations/{id}/messages/{mid}/feedback   {value: -1|0|1}
  *   POST   /api/v1/conversations/{id}/shares              (convs_share.c)
+ *   GET    /api/v1/models                                the served models the tier allows
  * plus the share and upload routes of convs_share.c, listed in the table at the end.
  *
  * Every route authenticates with gw_auth_user (accounts.c) and passes the caller's id to
@@ -66,14 +67,6 @@ static enum MHD_Result not_found(http_req *r)
 
 /* --- JSON of conversations and messages ----------------------------------------------------- */
 
-static const char *role_name(Parley__V1__Role r)
-{
-    return r == PARLEY__V1__ROLE__ROLE_USER        ? "user"
-           : r == PARLEY__V1__ROLE__ROLE_ASSISTANT ? "assistant"
-           : r == PARLEY__V1__ROLE__ROLE_SYSTEM    ? "system"
-                                                   : "unknown";
-}
-
 static cJSON *conv_json(const Parley__V1__Conversation *c)
 {
     cJSON *o = cJSON_CreateObject();
@@ -83,50 +76,6 @@ static cJSON *conv_json(const Parley__V1__Conversation *c)
     cJSON_AddStringToObject(o, "model", c->model ? c->model : "");
     gw_add_time(o, "created_at", c->created_ms);
     gw_add_time(o, "updated_at", c->updated_ms);
-    return o;
-}
-
-static cJSON *msg_json(const Parley__V1__Message *m)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", m->id);
-    if (m->parent_id && m->parent_id[0])
-        cJSON_AddStringToObject(o, "parent_id", m->parent_id);
-    else
-        cJSON_AddNullToObject(o, "parent_id");
-    cJSON_AddStringToObject(o, "role", role_name(m->role));
-    cJSON_AddStringToObject(o, "content", m->content ? m->content : "");
-    cJSON_AddStringToObject(o, "status", cvs_status_name(m->status));
-    add_int(o, "sibling_index", m->sibling_index);
-    add_int(o, "sibling_count", m->sibling_count);
-    cJSON_AddStringToObject(o, "model", m->model ? m->model : "");
-    gw_add_time(o, "created_at", m->created_ms);
-    add_int(o, "feedback", m->feedback);
-    cJSON *ups = cJSON_AddArrayToObject(o, "upload_ids");
-    for (size_t i = 0; i < m->n_upload_ids; i++)
-        cJSON_AddItemToArray(ups, cJSON_CreateString(m->upload_ids[i]));
-    if (m->role == PARLEY__V1__ROLE__ROLE_ASSISTANT) {
-        cJSON *u = cJSON_AddObjectToObject(o, "usage");
-        add_int(u, "prompt_tokens", m->usage ? m->usage->prompt_tokens : 0);
-        add_int(u, "completion_tokens", m->usage ? m->usage->completion_tokens : 0);
-    }
-    if (m->error && m->error[0])
-        cJSON_AddStringToObject(o, "error", m->error);
-    return o;
-}
-
-/* The conversation with its active branch. */
-static cJSON *branch_json(const Parley__V1__HistoryReply *rp)
-{
-    cJSON *o = conv_json(rp->conversation);
-    const char *leaf = rp->conversation->active_leaf_id;
-    if (leaf && leaf[0])
-        cJSON_AddStringToObject(o, "active_leaf_id", leaf);
-    else
-        cJSON_AddNullToObject(o, "active_leaf_id");
-    cJSON *arr = cJSON_AddArrayToObject(o, "messages");
-    for (size_t i = 0; i < rp->n_messages; i++)
-        cJSON_AddItemToArray(arr, msg_json(rp->messages[i]));
     return o;
 }
 
@@ -166,6 +115,18 @@ static pl_status hist(gw *g, http_req *r, const gw_user *u, const char *op, cons
     return gw_history(g, http_request_id(r), &rq, rp);
 }
 
+/* Whether tier `t` (NULL: unknown, no restriction) allows `model`: an empty list or "*" allows
+ * every model. */
+static bool tier_allows(const Parley__V1__Tier *t, const char *model)
+{
+    if (!t || t->n_models == 0)
+        return true;
+    for (size_t i = 0; i < t->n_models; i++)
+        if (strcmp(t->models[i], model) == 0 || strcmp(t->models[i], "*") == 0)
+            return true;
+    return false;
+}
+
 /* Whether `model` may be used by the caller: allowed by their tier (403 otherwise) and served
  * (400 otherwise; not checked when the inference service does not answer). */
 static bool model_ok(gw *g, http_req *r, const gw_user *u, const char *model, enum MHD_Result *ret)
@@ -183,9 +144,7 @@ static bool model_ok(gw *g, http_req *r, const gw_user *u, const char *model, en
         *ret = gw_fail(r, s);
         return false;
     }
-    bool allowed = !rp->tier || rp->tier->n_models == 0;
-    for (size_t i = 0; rp->tier && i < rp->tier->n_models && !allowed; i++)
-        allowed = strcmp(rp->tier->models[i], model) == 0 || strcmp(rp->tier->models[i], "*") == 0;
+    bool allowed = tier_allows(rp->tier, model);
     char tier[64];
     snprintf(tier, sizeof tier, "%s", rp->tier && rp->tier->name ? rp->tier->name : "current");
     protobuf_c_message_free_unpacked(&rp->base, NULL);
@@ -212,6 +171,51 @@ static bool model_ok(gw *g, http_req *r, const gw_user *u, const char *model, en
         return false;
     }
     return true;
+}
+
+/* GET /api/v1/models: the served models the caller's tier allows (the web app's model picker;
+ * /v1/models lists every served model to API-key holders). The first is the default. */
+static enum MHD_Result route_models(http_req *r, void *arg)
+{
+    gw *g = arg;
+    enum MHD_Result ret;
+    gw_user u;
+    if (!gw_auth_user(g, r, &u, &ret))
+        return ret;
+    Parley__V1__HistoryRequest rq = PARLEY__V1__HISTORY_REQUEST__INIT;
+    rq.op = (char *)"quota.get";
+    rq.user_id = u.id;
+    Parley__V1__HistoryReply *rp = NULL;
+    pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
+    if (s != PL_OK)
+        return gw_fail(r, s);
+    Parley__V1__ModelListRequest lq = PARLEY__V1__MODEL_LIST_REQUEST__INIT;
+    lq.request_id = (char *)http_request_id(r);
+    Parley__V1__ModelList *list = NULL;
+    if (bus_request_pb(dmn_bus(g->d), SUBJ_INFER_MODELS, &lq.base,
+                       &parley__v1__model_list__descriptor, 3000,
+                       (ProtobufCMessage **)&list) != PL_OK) {
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+        return http_reply_error(r, 503, "the inference service is not available right now", NULL,
+                                "service_unavailable", 2);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddStringToObject(o, "tier", rp->tier && rp->tier->name ? rp->tier->name : "");
+    cJSON *arr = cJSON_AddArrayToObject(o, "data");
+    for (size_t i = 0; i < list->n_models; i++) {
+        const Parley__V1__ModelInfo *m = list->models[i];
+        if (!tier_allows(rp->tier, m->id))
+            continue;
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "id", m->id);
+        cJSON_AddStringToObject(x, "object", "model");
+        add_int(x, "context_length", m->context_length);
+        cJSON_AddItemToArray(arr, x);
+    }
+    protobuf_c_message_free_unpacked(&list->base, NULL);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    return cv_send_json(r, 200, o, &u);
 }
 
 /* --- conversations ------------------------------------------------------------------------- */
@@ -348,9 +352,7 @@ static enum MHD_Result open_conv(gw *g, http_req *r, const gw_user *u, const cha
     pl_status s = hist(g, r, u, "conv.get", id, NULL, &rp);
     if (s != PL_OK)
         return gw_fail(r, s);
-    cJSON *o = branch_json(rp);
-    protobuf_c_message_free_unpacked(&rp->base, NULL);
-    return cv_send_json(r, 200, o, u);
+    return cv_send_branch(r, rp, u);
 }
 
 static cJSON *start_json(const char *conv, const char *user_mid, const char *asst_mid,
@@ -513,6 +515,9 @@ static enum MHD_Result send_turn(gw *g, http_req *r, const gw_user *u,
         return http_reply_error(r, 503, "the chat service is not available right now", NULL,
                                 "service_unavailable", 2);
     }
+    /* The turn took from the quota: the next request looks the session up afresh, so its
+     * rate-limit headers show what is left. */
+    gw_auth_forget_user(g, u->id);
     gw_user uq = *u;
     if (rep->quota) {
         uq.quota = *rep->quota;
@@ -748,9 +753,7 @@ static enum MHD_Result switch_branch(gw *g, http_req *r, const gw_user *u, const
     pl_status s = hist(g, r, u, "msg.switch", conv, mid, &rp);
     if (s != PL_OK)
         return gw_fail(r, s);
-    cJSON *o = branch_json(rp);
-    protobuf_c_message_free_unpacked(&rp->base, NULL);
-    return cv_send_json(r, 200, o, u);
+    return cv_send_branch(r, rp, u);
 }
 
 static enum MHD_Result feedback(gw *g, http_req *r, const gw_user *u, const char *conv,
@@ -831,5 +834,6 @@ const http_route gw_routes_convs[] = {
     {"DELETE", "/api/v1/shares/*", cv_route_share_revoke, NULL},
     {"GET", "/s/*", cv_route_public_share, NULL},
     {"POST", "/api/v1/uploads", cv_route_upload, NULL},
+    {"GET", "/api/v1/models", route_models, NULL},
 };
 const size_t gw_n_routes_convs = sizeof gw_routes_convs / sizeof gw_routes_convs[0];

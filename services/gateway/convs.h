@@ -12,6 +12,14 @@
 /* Sends `j` (deleted here) with `status`, no-store caching and the caller's quota headers. */
 enum MHD_Result cv_send_json(http_req *r, unsigned status, cJSON *j, const gw_user *u);
 
+/* The JSON text of a conversation with its active branch (rp->conversation, rp->messages):
+ * owned by the caller (free()), *len its length; NULL when rp has no conversation or memory
+ * ran out. convs_json.c. */
+char *cv_branch_text(const Parley__V1__HistoryReply *rp, size_t *len);
+/* Sends the branch of `rp` (freed here, whatever happens) as 200 with the caller's quota
+ * headers; 500 when memory ran out. */
+enum MHD_Result cv_send_branch(http_req *r, Parley__V1__HistoryReply *rp, const gw_user *u);
+
 /* Share and upload routes (convs_share.c). */
 enum MHD_Result cv_share_create(gw *g, http_req *r, const gw_user *u, const char *conv);
 enum MHD_Result cv_route_shares_list(http_req *r, void *arg);

@@ -3,7 +3,8 @@
  * This file is the daemon's configuration table and wiring: it loads the TLS files, starts the
  * HTTP server (http.c) with the route table, and keeps per-route metrics. Route handlers live
  * in their own files (openai.c, …). It also serves the API's OpenAPI document
- * (docs/openapi.json, embedded at build time by the Makefile) at GET /api/v1/openapi.json. */
+ * (docs/openapi.json, embedded at build time by the Makefile) at GET /api/v1/openapi.json.
+ * The web app and its libraries (GET /, /static/{name}, /vendor/{name}) are served by static.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "product.h"
+#include "static.h"
 
 static const cfg_opt gw_opts[] = {
     {"http-addr", CFG_STR, offsetof(gw_cfg, http_addr), "127.0.0.1", 0, 0,
@@ -44,6 +46,19 @@ static const cfg_opt gw_opts[] = {
      "a session unused this long expires"},
     {"session-max", CFG_DURATION, offsetof(gw_cfg, session_max_ms), "720h", 1000, 31536000000.0,
      "a session expires this long after log-in, however much it is used"},
+    {"session-cache", CFG_DURATION, offsetof(gw_cfg, session_cache_ms), "2s", 0, 60000,
+     "remember a session's look-up this long (0: ask history on every request); log-outs and "
+     "administrators' changes evict at once on every gateway"},
+    {"safety-precheck", CFG_BOOL, offsetof(gw_cfg, safety_precheck), "false", 0, 0,
+     "ask parley-safety to check each /v1 prompt before it is queued (blocking; the product "
+     "API's turns are checked by parley-chat's own --safety-precheck)"},
+    {"safety-precheck-timeout", CFG_DURATION, offsetof(gw_cfg, safety_precheck_timeout_ms), "300ms",
+     1, 10000, "deadline of the /v1 pre-check"},
+    {"safety-precheck-on-timeout", CFG_STR, offsetof(gw_cfg, safety_precheck_on_timeout), "allow",
+     0, 0, "when the /v1 pre-check does not answer in time: allow or refuse the prompt"},
+    {"web-root", CFG_STR, offsetof(gw_cfg, web_root), "", 0, 0,
+     "folder of the web app served at / (empty: the repository's web/ next to the build, "
+     "then /usr/share/parley/web)"},
 };
 
 static const char *const route_labels[] = {"route", "status", NULL};
@@ -57,18 +72,6 @@ static void on_done(const char *method, const char *path, int status, double sec
     snprintf(st, sizeof st, "%d", status);
     met_inc(met_with(g->m_requests, path, st, NULL), 1);
     met_observe(met_with(g->m_latency, path, NULL), seconds);
-}
-
-static enum MHD_Result root_page(http_req *r, void *arg)
-{
-    (void)arg;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "service", "parley");
-    cJSON_AddStringToObject(o, "version", PARLEY_VERSION);
-    cJSON_AddStringToObject(o, "api", "/v1");
-    enum MHD_Result ret = http_reply_json(r, 200, o);
-    cJSON_Delete(o);
-    return ret;
 }
 
 static char *read_file(const char *path)
@@ -125,7 +128,22 @@ static pl_status gw_start(dmn *d, void *ctx)
         if (!(g->tls_key_pem = read_file(g->cfg.tls_key)))
             return PL_ERRF(PL_IO, "cannot read --tls-key %s", g->cfg.tls_key);
     }
+    if (!gw_static_resolve_root(g->cfg.web_root, g->web_dir, sizeof g->web_dir))
+        LOGW(NULL, "no web app in %s (index.html missing): / answers 404 to browsers", g->web_dir);
     met_registry *mr = dmn_metrics(d);
+    if (strcmp(g->cfg.safety_precheck_on_timeout, "allow") != 0 &&
+        strcmp(g->cfg.safety_precheck_on_timeout, "refuse") != 0)
+        return PL_ERRF(PL_INVALID, "--safety-precheck-on-timeout is allow or refuse, not '%s'",
+                       g->cfg.safety_precheck_on_timeout);
+    static const char *const result[] = {"result", NULL};
+    g->m_precheck = met_counter(mr, "parley_gateway_safety_precheck_total",
+                                "/v1 safety pre-checks, by result (allow, block, timeout_allow, "
+                                "timeout_refuse)",
+                                result);
+    g->m_precheck_latency =
+        met_histogram(mr, "parley_gateway_safety_precheck_duration_seconds",
+                      "time from asking the /v1 pre-check to its answer or deadline", NULL,
+                      met_latency_buckets, met_latency_buckets_n);
     g->m_requests = met_counter(mr, "parley_gateway_http_requests_total",
                                 "HTTP requests answered, by route and status", route_labels);
     g->m_latency = met_histogram(mr, "parley_gateway_http_request_duration_seconds",
@@ -135,14 +153,15 @@ static pl_status gw_start(dmn *d, void *ctx)
     static const http_route base[] = {
         {"GET", "/v1/models", oai_models, NULL},
         {"POST", "/v1/chat/completions", oai_chat_completions, NULL},
-        {"GET", "/", root_page, NULL},
         {"GET", "/api/v1/openapi.json", openapi_doc, NULL},
     };
     static http_route routes[64];
     size_t n_routes = 0;
-    const http_route *tables[] = {gw_routes_accounts, gw_routes_convs, base};
-    const size_t counts[] = {gw_n_routes_accounts, gw_n_routes_convs, sizeof base / sizeof base[0]};
-    for (size_t t = 0; t < 3; t++)
+    const http_route *tables[] = {gw_routes_accounts, gw_routes_convs, gw_routes_safety,
+                                  gw_routes_static, base};
+    const size_t counts[] = {gw_n_routes_accounts, gw_n_routes_convs, gw_n_routes_safety,
+                             gw_n_routes_static, sizeof base / sizeof base[0]};
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (size_t i = 0; i < counts[t]; i++) {
             if (n_routes == sizeof routes / sizeof routes[0])
                 return PL_ERRF(PL_ERR, "too many routes");
@@ -168,6 +187,8 @@ static pl_status gw_start(dmn *d, void *ctx)
     pl_status s = gws_hub_create(dmn_bus(d), g->cfg.keepalive_ms, g->cfg.stream_idle_timeout_ms,
                                  g->cfg.first_token_wait_ms, &g->streams);
     if (s != PL_OK)
+        return s;
+    if ((s = gw_auth_cache_start(g)) != PL_OK)
         return s;
     s = http_start(&o, &g->http);
     if (s != PL_OK)
@@ -201,6 +222,7 @@ static void gw_stop(void *ctx)
     g->http = NULL;
     gws_hub_free(g->streams);
     g->streams = NULL;
+    gw_auth_cache_stop(g);
     free(g->tls_cert_pem);
     free(g->tls_key_pem);
 }

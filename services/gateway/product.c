@@ -82,8 +82,14 @@ enum MHD_Result gw_send_json(http_req *r, unsigned status, cJSON *j, const Parle
     cJSON_Delete(j);
     if (!text)
         return http_reply_error(r, 500, "out of memory", NULL, "server_error", 0);
+    return gw_send_text(r, status, text, strlen(text), q, cookie);
+}
+
+enum MHD_Result gw_send_text(http_req *r, unsigned status, char *text, size_t len,
+                             const Parley__V1__Quota *q, const char *cookie)
+{
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(text);
         return MHD_NO;

@@ -1,6 +1,7 @@
 /* product.h — the product API (/api/v1/...): shared pieces used by its route modules.
  *
- * Modules: accounts.c (sign-up, log-in/out, sessions, API keys, tiers, quotas, admin) and
+ * Modules: accounts.c (sign-up, log-in/out, sessions, API keys, tiers, quotas, admin),
+ * admin_safety.c (the administrators' safety views) and
  * convs.c (conversations, turns streamed over SSE, stop, regenerate, edit, branches, shares,
  * uploads, search). Each exports a route table that main.c appends to the server's routes; the
  * routes' `arg` is the gateway (gw *). Errors use the same JSON shape as /v1:
@@ -32,6 +33,14 @@ typedef struct gw_user {
  * with the MHD result in *ret. Implemented in accounts.c. */
 bool gw_auth_user(gw *g, http_req *r, gw_user *u, enum MHD_Result *ret);
 
+/* The session look-up cache (authcache.h), sized for this many sessions. Started after the
+ * bus is up (it subscribes to SUBJ_AUTH_INVALIDATE); a no-op when --session-cache is 0. */
+#define GW_SESSION_CACHE_ENTRIES 16384
+pl_status gw_auth_cache_start(gw *g);
+void gw_auth_cache_stop(gw *g);
+/* Forgets `user_id`'s cached sessions here (after a turn, so quota headers are fresh). */
+void gw_auth_forget_user(gw *g, const char *user_id);
+
 /* For the /v1 routes: `key` (a Bearer that is not the configured key) is looked up as a per-user
  * API key; a POST also counts one request against the owner's per-minute quota. Returns true when
  * the request may go on; otherwise it has answered 401, 429 (with Retry-After) or 503 and *ret
@@ -53,6 +62,10 @@ enum MHD_Result gw_fail(http_req *r, pl_status s);
  * and a Set-Cookie when `cookie` is. */
 enum MHD_Result gw_send_json(http_req *r, unsigned status, cJSON *j, const Parley__V1__Quota *q,
                              const char *cookie);
+/* The same for JSON text already written: `text` (len bytes, malloc'd) is owned by the response
+ * from here on, freed whatever happens. */
+enum MHD_Result gw_send_text(http_req *r, unsigned status, char *text, size_t len,
+                             const Parley__V1__Quota *q, const char *cookie);
 /* The request body as a JSON object (caller deletes), or NULL after answering 400/415. An
  * empty body is an empty object when `empty_ok`. */
 cJSON *gw_body_object(http_req *r, bool empty_ok, enum MHD_Result *ret);
@@ -66,5 +79,8 @@ extern const http_route gw_routes_accounts[];
 extern const size_t gw_n_routes_accounts;
 extern const http_route gw_routes_convs[];
 extern const size_t gw_n_routes_convs;
+/* The administrators' safety views (admin_safety.c). */
+extern const http_route gw_routes_safety[];
+extern const size_t gw_n_routes_safety;
 
 #endif

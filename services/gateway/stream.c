@@ -369,8 +369,11 @@ static void *hub_main(void *arg)
                 s->headers_due = true; /* queued for a while: let the response begin */
                 wake(s);
             } else if (s->sse && !s->done && now - s->last_out_ms >= h->keepalive_ms) {
-                /* A comment line: keeps proxies from timing out and reveals a gone client. */
-                gws_append(s, ": keepalive\n\n", 13);
+                /* A comment line: keeps proxies from timing out and reveals a gone client.
+                 * No blank line after it: a blank line ends an event, and some clients
+                 * (openai-python) then hand an event with empty data to their JSON parser
+                 * once an earlier event carried an id. */
+                gws_append(s, ": keepalive\n", 12);
             }
             pthread_mutex_unlock(&s->mu);
         }

@@ -24,6 +24,8 @@ typedef struct hs_block {
 
 struct hs_arena {
     hs_block *head; /* the block small allocations come from (NULL before the first) */
+    char *prefix;   /* hs_reply_prefix: owned, malloc'd */
+    size_t prefix_len;
 };
 
 hs_arena *hs_arena_create(void)
@@ -40,7 +42,21 @@ void hs_arena_free(hs_arena *a)
         a->head = b->next;
         free(b);
     }
+    free(a->prefix);
     free(a);
+}
+
+void hs_reply_prefix(hs_arena *a, char *buf, size_t len)
+{
+    free(a->prefix);
+    a->prefix = buf;
+    a->prefix_len = buf ? len : 0;
+}
+
+const char *hs_reply_prefix_get(const hs_arena *a, size_t *len)
+{
+    *len = a ? a->prefix_len : 0;
+    return a ? a->prefix : NULL;
 }
 
 static hs_block *new_block(size_t cap)

@@ -257,6 +257,16 @@ Parley__V1__Message *ct_message(const ct_tree *t, int i, const char *conversatio
     m->usage = u;
     m->error = hs_strdup(a, nd->row.error);
     m->feedback = nd->row.feedback;
+    if (nd->sib_count > 1) {
+        /* The siblings in row (creation) order: the order sib_index counts in. O(n) per
+         * message with versions, which only edited or regenerated messages have. */
+        m->sibling_ids = hs_alloc(a, nd->sib_count * sizeof *m->sibling_ids);
+        if (!m->sibling_ids)
+            return NULL;
+        for (size_t j = 0; j < t->n && m->n_sibling_ids < nd->sib_count; j++)
+            if (t->nodes[j].parent == nd->parent)
+                m->sibling_ids[m->n_sibling_ids++] = hs_strdup(a, t->nodes[j].row.id);
+    }
     if (!m->id || !m->conversation_id || !m->parent_id || !m->content || !m->model ||
         !m->request_id || !m->error)
         return NULL;

@@ -89,9 +89,27 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-static void reply(hs *h, bus_msg *m, Parley__V1__HistoryReply *rep)
+/* Sends `rep`, behind the op's reply prefix when it set one and succeeded (see ops.h). */
+static void reply(hs *h, bus_msg *m, Parley__V1__HistoryReply *rep, const hs_arena *a)
 {
-    if (bus_respond_pb(dmn_bus(h->d), m, &rep->base) != PL_OK)
+    size_t plen = 0;
+    const char *prefix = rep->error ? NULL : hs_reply_prefix_get(a, &plen);
+    pl_status s;
+    if (!prefix) {
+        s = bus_respond_pb(dmn_bus(h->d), m, &rep->base);
+    } else {
+        size_t n = parley__v1__history_reply__get_packed_size(rep);
+        uint8_t *buf = malloc(plen + n + 1);
+        if (!buf) {
+            s = PL_ERRF(PL_NOMEM, "out of memory for a %zu-byte reply", plen + n);
+        } else {
+            memcpy(buf, prefix, plen);
+            parley__v1__history_reply__pack(rep, buf + plen);
+            s = bus_respond(dmn_bus(h->d), m, buf, plen + n);
+            free(buf);
+        }
+    }
+    if (s != PL_OK)
         LOGW(NULL, "cannot answer a history request: %s", pl_err_last());
 }
 
@@ -103,6 +121,9 @@ static const hs_op *find_op(const char *name)
     for (size_t i = 0; i < hs_n_ops_convs; i++)
         if (strcmp(hs_ops_convs[i].name, name) == 0)
             return &hs_ops_convs[i];
+    for (size_t i = 0; i < hs_n_ops_safety; i++)
+        if (strcmp(hs_ops_safety[i].name, name) == 0)
+            return &hs_ops_safety[i];
     return NULL;
 }
 
@@ -154,7 +175,7 @@ static void on_rpc(bus_msg *m, void *arg)
         }
     }
     met_inc(met_with(h->m_rpc, result, NULL), 1);
-    reply(h, m, &rep);
+    reply(h, m, &rep, a);
     if (req)
         protobuf_c_message_free_unpacked(&req->base, NULL);
     hs_arena_free(a);

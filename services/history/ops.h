@@ -40,6 +40,14 @@ extern const size_t hs_n_ops_accounts;
 extern const hs_op hs_ops_convs[];
 extern const size_t hs_n_ops_convs;
 
+/* Safety verdicts: batch store, the administrators' flagged views and review (ops_safety.c). */
+extern const hs_op hs_ops_safety[];
+extern const size_t hs_n_ops_safety;
+
+/* PL_OK when `user_id` names an enabled administrator; PL_PERMISSION otherwise
+ * (ops_accounts.c). */
+pl_status hs_require_admin(hs_env *e, const char *user_id);
+
 /* Arena: everything allocated here is freed together by hs_arena_free. Allocation failure
  * returns NULL (the op then returns PL_NOMEM). */
 hs_arena *hs_arena_create(void);
@@ -47,6 +55,15 @@ void hs_arena_free(hs_arena *a);             /* accepts NULL */
 void *hs_alloc(hs_arena *a, size_t n);       /* zeroed */
 char *hs_strdup(hs_arena *a, const char *s); /* NULL → "" */
 char *hs_strndup(hs_arena *a, const char *s, size_t n);
+
+/* A prefix for the reply: bytes of a packed HistoryReply (malloc'd; the arena owns them from
+ * here, even on failure) that main.c sends in front of the packed `rp`. Protobuf merges
+ * concatenated messages, so an answer kept packed in a cache goes out without being unpacked
+ * and packed again; the op must leave the prefix's fields unset in rp. Dropped when the op
+ * fails. */
+void hs_reply_prefix(hs_arena *a, char *buf, size_t len);
+/* The prefix set for this request (borrowed), or NULL. */
+const char *hs_reply_prefix_get(const hs_arena *a, size_t *len);
 
 /* Database access for ops, shared by every op module. hs_conn lends a pooled connection
  * (PL_UNAVAILABLE, "the database is unavailable / busy", when none can be had); hs_release

@@ -18,6 +18,9 @@
  * that still holds a pending message is treated as a miss. Entries expire after an hour.
  * Redis failures are logged at debug level and ignored: every answer can come from PostgreSQL.
  *
+ * The view cache (Redis too): conv.get's answer per conversation under a version key that
+ * every change to the conversation replaces; see view_get below.
+ *
  * Threading: ops run on libnats threads, each with its own pooled connection and arena. */
 #include <ctype.h>
 #include <stdbool.h>
@@ -28,14 +31,18 @@
 #include "log.h"
 #include "ops_convs.h"
 
-#define HSC_CTX_MAX       200        /* messages kept in a context entry */
-#define HSC_CTX_MAX_BYTES (2u << 20) /* larger entries are not cached */
-#define HSC_CTX_TTL_S     3600
-#define HSC_TITLE_MAX     300        /* bytes */
-#define HSC_CONTENT_MAX   (1u << 20) /* bytes of one message */
-#define HSC_LIST_DEFAULT  20
-#define HSC_LIST_MAX      100
-#define HSC_MAX_UPLOADS   16
+#define HSC_CTX_MAX        200        /* messages kept in a context entry */
+#define HSC_CTX_MAX_BYTES  (2u << 20) /* larger entries are not cached */
+#define HSC_CTX_TTL_S      3600
+#define HSC_VIEW_TTL_S     600 /* conv.get views (see view_get) */
+#define HSC_VIEW_MAX_BYTES (8u << 20)
+#define HSC_VER_TTL_S      86400
+#define HSC_VER_CAP        40
+#define HSC_TITLE_MAX      300        /* bytes */
+#define HSC_CONTENT_MAX    (1u << 20) /* bytes of one message */
+#define HSC_LIST_DEFAULT   20
+#define HSC_LIST_MAX       100
+#define HSC_MAX_UPLOADS    16
 
 #define HSC_CONV_COLS                                                                              \
     "id, title, model, coalesce(active_leaf_id, ''),"                                              \
@@ -158,8 +165,7 @@ pl_status hsc_fill_branch(PGconn *c, const char *user, const char *conv, const c
 {
     size_t n = ct_count(tree);
     int *chain = hs_alloc(a, (n ? n : 1) * sizeof *chain);
-    char **ids = hs_alloc(a, (n ? n : 1) * sizeof *ids);
-    if (!chain || !ids)
+    if (!chain)
         return PL_ERRF(PL_NOMEM, "out of memory");
     size_t k = ct_chain(tree, leaf, chain, n, NULL);
     size_t cap = 0, first = rp->n_messages;
@@ -167,18 +173,18 @@ pl_status hsc_fill_branch(PGconn *c, const char *user, const char *conv, const c
         pl_status s = push_message(a, rp, &cap, ct_message(tree, chain[i], conv, a));
         if (s != PL_OK)
             return s;
-        ids[i] = rp->messages[first + i]->id;
     }
     if (k == 0)
         return PL_OK;
-    /* Upload ids per message, in one query. */
-    const char *p[] = {user, hsc_id_array(a, ids, k)};
-    if (!p[1])
-        return PL_ERRF(PL_NOMEM, "out of memory");
+    /* Upload ids per message, in one query over the conversation (joining is cheaper than
+     * passing the chain's ids as an array: parsing a 1,000-element array dominated it). */
+    const char *p[] = {user, conv};
     PGresult *r = NULL;
     pl_status s = db_exec(c,
-                          "SELECT message_id, id FROM uploads WHERE user_id = $1"
-                          " AND message_id = ANY($2::text[]) ORDER BY created_at, id",
+                          "SELECT u.message_id, u.id FROM uploads u JOIN messages m"
+                          " ON m.user_id = u.user_id AND m.id = u.message_id"
+                          " WHERE u.user_id = $1 AND m.conversation_id = $2"
+                          " ORDER BY u.created_at, u.id",
                           2, p, &r);
     if (s != PL_OK)
         return s;
@@ -201,6 +207,114 @@ pl_status hsc_fill_branch(PGconn *c, const char *user, const char *conv, const c
     }
     PQclear(r);
     return PL_OK;
+}
+
+/* Protobuf allocations in the op's arena (unpacking cached entries). */
+static void *pb_arena_alloc(void *d, size_t n)
+{
+    return hs_alloc(d, n);
+}
+
+static void pb_arena_free(void *d, void *p)
+{
+    (void)d;
+    (void)p; /* freed with the arena */
+}
+
+/* --- the conversation view cache ------------------------------------------------------------ */
+
+/* conv.get's answer (the conversation and its active branch) for one (user, conversation),
+ * packed, under "parley:conv:<user>:<conv>:<version>". The version, a random id at
+ * "parley:convver:<user>:<conv>", is replaced by every op that changes what conv.get shows
+ * (view_bump, after its write is committed), so no entry is ever updated or deleted: readers
+ * simply stop finding old versions, which expire. A reader takes the version before it reads
+ * PostgreSQL and stores what it read under that version, so a write that lands in between
+ * (and bumps afterwards) can never hide behind a stale entry. A view holding a pending answer
+ * is not stored (it is about to change). Redis failures make misses, never errors. */
+
+static void view_keys(char *ver_key, char *view_key, size_t cap, const char *user, const char *conv,
+                      const char *ver)
+{
+    snprintf(ver_key, cap, "parley:convver:%s:%s", user, conv);
+    if (view_key)
+        snprintf(view_key, cap, "parley:conv:%s:%s:%s", user, conv, ver ? ver : "");
+}
+
+/* The cached view, packed (malloc'd, *len bytes; the caller frees), or NULL; `ver` receives
+ * the current version to store a fresh view under ("" when Redis is unusable: do not store). */
+static char *view_get(hs_env *e, const char *user, const char *conv, hs_arena *a,
+                      char ver[HSC_VER_CAP], size_t *len)
+{
+    ver[0] = '\0';
+    if (!e->cache || !is_id(conv))
+        return NULL;
+    char vk[256], key[256];
+    view_keys(vk, NULL, sizeof vk, user, conv, NULL);
+    char *val = NULL;
+    pl_status s = cache_get(e->cache, vk, &val, len);
+    if (s == PL_NOT_FOUND) {
+        const char *nv = hs_new_id(a);
+        if (!nv || cache_set(e->cache, vk, nv, strlen(nv), HSC_VER_TTL_S) != PL_OK)
+            return NULL;
+        snprintf(ver, HSC_VER_CAP, "%s", nv);
+        return NULL;
+    }
+    if (s != PL_OK || *len >= HSC_VER_CAP) {
+        free(val);
+        return NULL;
+    }
+    memcpy(ver, val, *len);
+    ver[*len] = '\0';
+    free(val);
+    val = NULL;
+    view_keys(vk, key, sizeof key, user, conv, ver);
+    if (cache_get(e->cache, key, &val, len) != PL_OK || *len == 0) {
+        free(val);
+        return NULL;
+    }
+    return val;
+}
+
+static void view_put(hs_env *e, const char *user, const char *conv, const char *ver,
+                     const Parley__V1__HistoryReply *rp)
+{
+    if (!e->cache || !ver[0])
+        return;
+    for (size_t i = 0; i < rp->n_messages; i++)
+        if (rp->messages[i]->status == PARLEY__V1__MESSAGE_STATUS__MESSAGE_STATUS_PENDING)
+            return;
+    Parley__V1__HistoryReply v = PARLEY__V1__HISTORY_REPLY__INIT;
+    v.conversation = rp->conversation;
+    v.messages = rp->messages;
+    v.n_messages = rp->n_messages;
+    size_t len = parley__v1__history_reply__get_packed_size(&v);
+    if (len > HSC_VIEW_MAX_BYTES)
+        return;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return;
+    parley__v1__history_reply__pack(&v, buf);
+    char vk[256], key[256];
+    view_keys(vk, key, sizeof key, user, conv, ver);
+    if (cache_set(e->cache, key, buf, len, HSC_VIEW_TTL_S) != PL_OK)
+        LOGD(NULL, "view cache set: %s", pl_err_last());
+    free(buf);
+}
+
+/* After a committed change to conversation `conv` of `user`: cached views stop being found. */
+static void view_bump(hs_env *e, const char *user, const char *conv, hs_arena *a)
+{
+    if (!e->cache || !conv || !conv[0])
+        return;
+    char vk[256];
+    view_keys(vk, NULL, sizeof vk, user, conv, NULL);
+    const char *nv = hs_new_id(a);
+    /* Without a new version, at least drop the pointer to the old one. */
+    if (!nv || cache_set(e->cache, vk, nv, strlen(nv), HSC_VER_TTL_S) != PL_OK) {
+        if (cache_del(e->cache, vk) != PL_OK)
+            LOGW(NULL, "view cache: could not retire the cached view of %s: %s", conv,
+                 pl_err_last());
+    }
 }
 
 /* --- conversations --------------------------------------------------------------------------- */
@@ -371,6 +485,14 @@ static pl_status op_conv_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
     if (s != PL_OK)
         return s;
     const char *conv = rq->conversation && rq->conversation->id ? rq->conversation->id : "";
+    char ver[HSC_VER_CAP];
+    size_t len = 0;
+    char *hit = view_get(e, rq->user_id, conv, a, ver, &len);
+    if (hit) {
+        /* Sent as it is, in front of the (empty) reply: see hs_reply_prefix. */
+        hs_reply_prefix(a, hit, len);
+        return PL_OK;
+    }
     PGconn *c = NULL;
     if ((s = hs_conn(e, &c)) != PL_OK)
         return s;
@@ -383,6 +505,8 @@ static pl_status op_conv_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
                             rp, a);
     ct_free(t);
     hs_release(e, c);
+    if (s == PL_OK)
+        view_put(e, rq->user_id, conv, ver, rp);
     return s;
 }
 
@@ -420,6 +544,8 @@ static pl_status op_conv_rename(hs_env *e, const Parley__V1__HistoryRequest *rq,
             s = PL_ERRF(PL_NOT_FOUND, "conversation not found");
     }
     hs_release(e, c);
+    if (s == PL_OK && rp->count)
+        view_bump(e, rq->user_id, in->id, a);
     return s;
 }
 
@@ -450,6 +576,8 @@ static pl_status op_conv_set_model(hs_env *e, const Parley__V1__HistoryRequest *
         PQclear(r);
     }
     hs_release(e, c);
+    if (s == PL_OK)
+        view_bump(e, rq->user_id, in->id, a);
     return s;
 }
 
@@ -458,7 +586,6 @@ static pl_status op_conv_set_model(hs_env *e, const Parley__V1__HistoryRequest *
 static pl_status op_conv_delete(hs_env *e, const Parley__V1__HistoryRequest *rq,
                                 Parley__V1__HistoryReply *rp, hs_arena *a)
 {
-    (void)a;
     pl_status s = hsc_need_user(rq);
     if (s != PL_OK)
         return s;
@@ -486,21 +613,12 @@ static pl_status op_conv_delete(hs_env *e, const Parley__V1__HistoryRequest *rq,
     if (s == PL_OK)
         s = db_exec(c, "COMMIT", 0, NULL, NULL);
     hs_release(e, c);
+    if (s == PL_OK)
+        view_bump(e, rq->user_id, p[1], a);
     return s;
 }
 
 /* --- the context cache ----------------------------------------------------------------------- */
-
-static void *pb_arena_alloc(void *d, size_t n)
-{
-    return hs_alloc(d, n);
-}
-
-static void pb_arena_free(void *d, void *p)
-{
-    (void)d;
-    (void)p; /* freed with the arena */
-}
 
 static void ctx_key(char *buf, size_t cap, const char *user, const char *conv, const char *leaf)
 {
@@ -1012,9 +1130,12 @@ static pl_status op_msg_turn(hs_env *e, const Parley__V1__HistoryRequest *rq,
     }
     if (s == PL_OK)
         s = db_exec(c, "COMMIT", 0, NULL, NULL);
+    bool committed = s == PL_OK;
     if (s == PL_OK && uid && in->n_upload_ids)
         s = load_uploads(c, rq->user_id, &uid, 1, true, &linked, a);
     hs_release(e, c);
+    if (committed)
+        view_bump(e, rq->user_id, conv, a);
     if (s != PL_OK)
         return s;
 
@@ -1090,6 +1211,8 @@ static pl_status op_msg_complete(hs_env *e, const Parley__V1__HistoryRequest *rq
         }
     }
     hs_release(e, c);
+    if (rp->count)
+        view_bump(e, rq->user_id, in->conversation_id, a);
     if (s != PL_OK || rp->count == 0)
         return s;
     /* Rewrite the cached chain that ends at this message, if there is one. */
@@ -1139,12 +1262,15 @@ static pl_status op_msg_switch(hs_env *e, const Parley__V1__HistoryRequest *rq,
                     "UPDATE conversations SET active_leaf_id = $3 WHERE user_id = $1 AND id = $2",
                     3, p, NULL);
     }
+    bool changed = s == PL_OK;
     if (s == PL_OK) {
         rp->conversation->active_leaf_id = hs_strdup(a, ct_node_at(t, leaf)->row.id);
         s = hsc_fill_branch(c, rq->user_id, conv, t, leaf, rp, a);
     }
     ct_free(t);
     hs_release(e, c);
+    if (changed)
+        view_bump(e, rq->user_id, conv, a);
     return s;
 }
 
@@ -1152,7 +1278,6 @@ static pl_status op_msg_switch(hs_env *e, const Parley__V1__HistoryRequest *rq,
 static pl_status op_msg_feedback(hs_env *e, const Parley__V1__HistoryRequest *rq,
                                  Parley__V1__HistoryReply *rp, hs_arena *a)
 {
-    (void)a;
     pl_status s = hsc_need_user(rq);
     const Parley__V1__Message *in = rq->message;
     if (s == PL_OK && (!in || in->feedback < -1 || in->feedback > 1))
@@ -1172,7 +1297,10 @@ static pl_status op_msg_feedback(hs_env *e, const Parley__V1__HistoryRequest *rq
         return s;
     rp->count = (uint64_t)PQntuples(r);
     PQclear(r);
-    return rp->count ? PL_OK : PL_ERRF(PL_NOT_FOUND, "answer not found");
+    if (!rp->count)
+        return PL_ERRF(PL_NOT_FOUND, "answer not found");
+    view_bump(e, rq->user_id, conv, a);
+    return PL_OK;
 }
 
 /* "sweep.pending": expires_ms = a unix ms cutoff → answers still pending whose last change is

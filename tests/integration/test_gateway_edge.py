@@ -79,6 +79,36 @@ def test_keepalives_flow_while_a_request_waits_in_the_queue(edge):
     assert b'"role":"assistant"' in body
 
 
+@pytest.mark.timeout(120)
+def test_keepalives_between_events_do_not_break_the_openai_client(edge):
+    """A stream that stalls after its first events (the worker paused) gets keep-alives between
+    events that carry ids; the openai client must read through them to the end. A keep-alive
+    ending in a blank line made openai-python parse an empty event as JSON and raise."""
+    import signal
+
+    import openai
+    restart(edge, {"gateway": ["--keepalive", "200ms"]})
+    ps.wait_until(lambda: edge.gateway("/v1/models").json()["data"], 20, what="model listed")
+    cl = openai.OpenAI(base_url=edge.gateway_url("/v1"), api_key=edge.api_key(), max_retries=0,
+                       timeout=60)
+    stream = cl.chat.completions.create(
+        model=ps.MODEL_NAME, stream=True, max_tokens=48, temperature=0,
+        messages=[{"role": "user", "content": "Count from one to fifty in words."}])
+    worker = edge["worker"]
+    finish, n = None, 0
+    for c in stream:
+        n += 1
+        if n == 3:  # a few events with ids are in: pause the worker past several keep-alives
+            worker.send(signal.SIGSTOP)
+            try:
+                time.sleep(1.2)
+            finally:
+                worker.send(signal.SIGCONT)
+        if c.choices and c.choices[0].finish_reason:
+            finish = c.choices[0].finish_reason
+    assert n > 3 and finish in ("stop", "length")
+
+
 @pytest.mark.timeout(90)
 def test_https_with_certificate(edge, workdir):
     cert, key = workdir / "tls.crt", workdir / "tls.key"

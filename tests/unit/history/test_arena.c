@@ -77,3 +77,18 @@ TEST(arena_strdup_and_ids)
     hs_arena_free(a);
     hs_arena_free(NULL);
 }
+
+TEST(arena_reply_prefix_is_owned_replaced_and_freed_with_the_arena)
+{
+    hs_arena *a = hs_arena_create();
+    size_t len = 9;
+    CHECK(hs_reply_prefix_get(a, &len) == NULL && len == 0);
+    char *p1 = malloc(3), *p2 = malloc(5);
+    memcpy(p1, "abc", 3);
+    memcpy(p2, "hello", 5);
+    hs_reply_prefix(a, p1, 3);
+    hs_reply_prefix(a, p2, 5); /* frees p1 (ASan would report a leak otherwise) */
+    const char *got = hs_reply_prefix_get(a, &len);
+    CHECK(got == p2 && len == 5 && memcmp(got, "hello", 5) == 0);
+    hs_arena_free(a); /* frees p2 */
+}

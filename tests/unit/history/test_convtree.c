@@ -104,3 +104,31 @@ TEST(convtree_survives_a_missing_parent_and_a_cycle)
     CHECK_EQ_INT(ct_find(t, "x"), -1);
     ct_free(t);
 }
+
+TEST(convtree_message_lists_its_siblings_in_creation_order)
+{
+    /* root u1 with answers a1, a2, a3 (regenerated twice); a2 has a follow-up u2. */
+    ct_row vrows[] = {
+        {.id = "u1", .parent_id = "", .role = 2},   {.id = "a1", .parent_id = "u1", .role = 3},
+        {.id = "a2", .parent_id = "u1", .role = 3}, {.id = "u2", .parent_id = "a2", .role = 2},
+        {.id = "a3", .parent_id = "u1", .role = 3},
+    };
+    for (size_t i = 0; i < sizeof vrows / sizeof vrows[0]; i++) {
+        vrows[i].content = vrows[i].model = vrows[i].request_id = vrows[i].error = "";
+    }
+    ct_tree *t = NULL;
+    CHECK(ct_build(vrows, 5, &t) == PL_OK);
+    hs_arena *a = hs_arena_create();
+    Parley__V1__Message *m = ct_message(t, ct_find(t, "a2"), "c", a);
+    CHECK(m && m->n_sibling_ids == 3);
+    if (m && m->n_sibling_ids == 3) {
+        CHECK_STR(m->sibling_ids[0], "a1");
+        CHECK_STR(m->sibling_ids[1], "a2");
+        CHECK_STR(m->sibling_ids[2], "a3");
+        CHECK_EQ_INT(m->sibling_index, 2);
+    }
+    Parley__V1__Message *only = ct_message(t, ct_find(t, "u2"), "c", a);
+    CHECK(only && only->n_sibling_ids == 0 && only->sibling_count == 1);
+    hs_arena_free(a);
+    ct_free(t);
+}
