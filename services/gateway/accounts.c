@@ -289,8 +289,9 @@ static void invalidate(gw *g, const char *rid, const char *token_hash, const cha
     m.user_id = (char *)(user_id ? user_id : "");
     m.all = all;
     if (bus_publish_pb(dmn_bus(g->d), SUBJ_AUTH_INVALIDATE, &m.base) != PL_OK)
-        LOGW(rid, "session cache: broadcasting an eviction failed (other gateways forget within "
-                  "the cache TTL): %s",
+        LOGW(rid,
+             "session cache: broadcasting an eviction failed (other gateways forget within "
+             "the cache TTL): %s",
              pl_err_last());
 }
 
@@ -298,8 +299,8 @@ static void invalidate(gw *g, const char *rid, const char *token_hash, const cha
 static void on_invalidate(bus_msg *msg, void *arg)
 {
     gw *g = arg;
-    Parley__V1__AuthInvalidate *m = (Parley__V1__AuthInvalidate *)bus_msg_unpack(
-        msg, &parley__v1__auth_invalidate__descriptor);
+    Parley__V1__AuthInvalidate *m =
+        (Parley__V1__AuthInvalidate *)bus_msg_unpack(msg, &parley__v1__auth_invalidate__descriptor);
     if (!m) {
         LOGW(NULL, "session cache: an undecodable eviction message: clearing everything");
         authcache_clear(g->auth_cache);
@@ -319,8 +320,8 @@ pl_status gw_auth_cache_start(gw *g)
 {
     if (g->cfg.session_cache_ms <= 0)
         return PL_OK;
-    pl_status s = authcache_create(GW_SESSION_CACHE_ENTRIES, g->cfg.session_cache_ms,
-                                   &g->auth_cache);
+    pl_status s =
+        authcache_create(GW_SESSION_CACHE_ENTRIES, g->cfg.session_cache_ms, &g->auth_cache);
     if (s != PL_OK)
         return s;
     static const char *const labels[] = {"result", NULL};
@@ -395,10 +396,9 @@ static bool authenticate(gw *g, http_req *r, gw_user *u, Parley__V1__HistoryRepl
     }
     bool key = is_api_key(token);
     if (strlen(token) > 256) {
-        *ret = http_reply_error(r, 401,
-                                key ? "invalid or revoked API key"
-                                    : "the session has expired: log in",
-                                NULL, key ? "invalid_api_key" : "unauthenticated", 0);
+        *ret = http_reply_error(
+            r, 401, key ? "invalid or revoked API key" : "the session has expired: log in", NULL,
+            key ? "invalid_api_key" : "unauthenticated", 0);
         return false;
     }
     char hash[65];

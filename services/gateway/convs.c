@@ -348,11 +348,7 @@ static bool split_path(const char *rest, char parts[][CV_ID_MAX + 1], size_t max
 
 static enum MHD_Result open_conv(gw *g, http_req *r, const gw_user *u, const char *id)
 {
-    Parley__V1__HistoryReply *rp = NULL;
-    pl_status s = hist(g, r, u, "conv.get", id, NULL, &rp);
-    if (s != PL_OK)
-        return gw_fail(r, s);
-    return cv_send_branch(r, rp, u);
+    return cv_open(g, r, u, id);
 }
 
 static cJSON *start_json(const char *conv, const char *user_mid, const char *asst_mid,

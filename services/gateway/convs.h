@@ -20,6 +20,10 @@ char *cv_branch_text(const Parley__V1__HistoryReply *rp, size_t *len);
  * headers; 500 when memory ran out. */
 enum MHD_Result cv_send_branch(http_req *r, Parley__V1__HistoryReply *rp, const gw_user *u);
 
+/* GET /api/v1/conversations/{id}: the conversation with its active branch, through the
+ * gateway's view cache (viewcache.h) when history confirms the version it holds. */
+enum MHD_Result cv_open(gw *g, http_req *r, const gw_user *u, const char *conv);
+
 /* Share and upload routes (convs_share.c). */
 enum MHD_Result cv_share_create(gw *g, http_req *r, const gw_user *u, const char *conv);
 enum MHD_Result cv_route_shares_list(http_req *r, void *arg);

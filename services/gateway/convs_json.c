@@ -8,6 +8,7 @@
 #include "convs.h"
 #include "convs_stream.h"
 #include "jsonw.h"
+#include "viewcache.h"
 
 static const char *role_text(Parley__V1__Role r)
 {
@@ -99,4 +100,44 @@ enum MHD_Result cv_send_branch(http_req *r, Parley__V1__HistoryReply *rp, const 
     if (!text)
         return http_reply_error(r, 500, "out of memory", NULL, "server_error", 0);
     return gw_send_text(r, 200, text, len, u && u->has_quota ? &u->quota : NULL, NULL);
+}
+
+enum MHD_Result cv_open(gw *g, http_req *r, const gw_user *u, const char *conv)
+{
+    char held[72] = "";
+    bool have = viewcache_version(g->view_cache, u->id, conv, held, sizeof held);
+    Parley__V1__HistoryRequest rq = PARLEY__V1__HISTORY_REQUEST__INIT;
+    Parley__V1__Conversation c = PARLEY__V1__CONVERSATION__INIT;
+    rq.op = "conv.get";
+    rq.user_id = (char *)u->id;
+    c.id = (char *)conv;
+    rq.conversation = &c;
+    rq.if_version = have ? held : NULL;
+    Parley__V1__HistoryReply *rp = NULL;
+    pl_status s = gw_history(g, http_request_id(r), &rq, &rp);
+    if (s != PL_OK)
+        return gw_fail(r, s);
+    const Parley__V1__Quota *q = u->has_quota ? &u->quota : NULL;
+    size_t len = 0;
+    char *text = NULL;
+    if (rp->not_modified) {
+        text = viewcache_take(g->view_cache, u->id, conv, rp->version, &len);
+        met_inc(met_with(g->m_view_cache, text ? "hit" : "lost", NULL), 1);
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+        if (text)
+            return gw_send_text(r, 200, text, len, q, NULL);
+        /* Evicted meanwhile: ask again for the whole view. */
+        rq.if_version = NULL;
+        if ((s = gw_history(g, http_request_id(r), &rq, &rp)) != PL_OK)
+            return gw_fail(r, s);
+    } else if (g->view_cache) {
+        met_inc(met_with(g->m_view_cache, "miss", NULL), 1);
+    }
+    text = cv_branch_text(rp, &len);
+    if (text && rp->version && rp->version[0])
+        viewcache_put(g->view_cache, u->id, conv, rp->version, text, len);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    if (!text)
+        return http_reply_error(r, 500, "out of memory", NULL, "server_error", 0);
+    return gw_send_text(r, 200, text, len, q, NULL);
 }

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "product.h"
 #include "static.h"
+#include "viewcache.h"
 
 static const cfg_opt gw_opts[] = {
     {"http-addr", CFG_STR, offsetof(gw_cfg, http_addr), "127.0.0.1", 0, 0,
@@ -49,6 +50,9 @@ static const cfg_opt gw_opts[] = {
     {"session-cache", CFG_DURATION, offsetof(gw_cfg, session_cache_ms), "2s", 0, 60000,
      "remember a session's look-up this long (0: ask history on every request); log-outs and "
      "administrators' changes evict at once on every gateway"},
+    {"view-cache", CFG_BYTES, offsetof(gw_cfg, view_cache_bytes), "64M", 0, 1ULL << 34,
+     "memory for opened conversations kept as JSON, served again while history confirms their "
+     "version (0: off)"},
     {"safety-precheck", CFG_BOOL, offsetof(gw_cfg, safety_precheck), "false", 0, 0,
      "ask parley-safety to check each /v1 prompt before it is queued (blocking; the product "
      "API's turns are checked by parley-chat's own --safety-precheck)"},
@@ -190,6 +194,16 @@ static pl_status gw_start(dmn *d, void *ctx)
         return s;
     if ((s = gw_auth_cache_start(g)) != PL_OK)
         return s;
+    if (g->cfg.view_cache_bytes) {
+        if ((s = viewcache_create(g->cfg.view_cache_bytes, &g->view_cache)) != PL_OK)
+            return s;
+        static const char *const vc_labels[] = {"result", NULL};
+        g->m_view_cache =
+            met_counter(mr, "parley_gateway_view_cache_total",
+                        "conversation opens answered from the gateway's view cache (hit), "
+                        "rendered afresh (miss), or confirmed but evicted meanwhile (lost)",
+                        vc_labels);
+    }
     s = http_start(&o, &g->http);
     if (s != PL_OK)
         return s;
@@ -223,6 +237,8 @@ static void gw_stop(void *ctx)
     gws_hub_free(g->streams);
     g->streams = NULL;
     gw_auth_cache_stop(g);
+    viewcache_free(g->view_cache);
+    g->view_cache = NULL;
     free(g->tls_cert_pem);
     free(g->tls_key_pem);
 }

@@ -88,8 +88,7 @@ enum MHD_Result gw_send_json(http_req *r, unsigned status, cJSON *j, const Parle
 enum MHD_Result gw_send_text(http_req *r, unsigned status, char *text, size_t len,
                              const Parley__V1__Quota *q, const char *cookie)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(text);
         return MHD_NO;

@@ -275,30 +275,33 @@ static char *view_get(hs_env *e, const char *user, const char *conv, hs_arena *a
     return val;
 }
 
-static void view_put(hs_env *e, const char *user, const char *conv, const char *ver,
+/* Stores the view of `rp` under `ver`; true when it is stored (so `ver` names it). */
+static bool view_put(hs_env *e, const char *user, const char *conv, const char *ver,
                      const Parley__V1__HistoryReply *rp)
 {
     if (!e->cache || !ver[0])
-        return;
+        return false;
     for (size_t i = 0; i < rp->n_messages; i++)
         if (rp->messages[i]->status == PARLEY__V1__MESSAGE_STATUS__MESSAGE_STATUS_PENDING)
-            return;
+            return false;
     Parley__V1__HistoryReply v = PARLEY__V1__HISTORY_REPLY__INIT;
     v.conversation = rp->conversation;
     v.messages = rp->messages;
     v.n_messages = rp->n_messages;
     size_t len = parley__v1__history_reply__get_packed_size(&v);
     if (len > HSC_VIEW_MAX_BYTES)
-        return;
+        return false;
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
-        return;
+        return false;
     parley__v1__history_reply__pack(&v, buf);
     char vk[256], key[256];
     view_keys(vk, key, sizeof key, user, conv, ver);
-    if (cache_set(e->cache, key, buf, len, HSC_VIEW_TTL_S) != PL_OK)
+    bool stored = cache_set(e->cache, key, buf, len, HSC_VIEW_TTL_S) == PL_OK;
+    if (!stored)
         LOGD(NULL, "view cache set: %s", pl_err_last());
     free(buf);
+    return stored;
 }
 
 /* After a committed change to conversation `conv` of `user`: cached views stop being found. */
@@ -488,9 +491,17 @@ static pl_status op_conv_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
     char ver[HSC_VER_CAP];
     size_t len = 0;
     char *hit = view_get(e, rq->user_id, conv, a, ver, &len);
+    if (ver[0] && rq->if_version && strcmp(rq->if_version, ver) == 0) {
+        /* The caller (a gateway's own cache) already holds this version. */
+        free(hit);
+        rp->version = hs_strdup(a, ver);
+        rp->not_modified = true;
+        return rp->version ? PL_OK : PL_ERRF(PL_NOMEM, "out of memory");
+    }
     if (hit) {
         /* Sent as it is, in front of the (empty) reply: see hs_reply_prefix. */
         hs_reply_prefix(a, hit, len);
+        rp->version = hs_strdup(a, ver);
         return PL_OK;
     }
     PGconn *c = NULL;
@@ -505,8 +516,8 @@ static pl_status op_conv_get(hs_env *e, const Parley__V1__HistoryRequest *rq,
                             rp, a);
     ct_free(t);
     hs_release(e, c);
-    if (s == PL_OK)
-        view_put(e, rq->user_id, conv, ver, rp);
+    if (s == PL_OK && view_put(e, rq->user_id, conv, ver, rp))
+        rp->version = hs_strdup(a, ver);
     return s;
 }
 

@@ -1,16 +1,26 @@
-"""history's conversation view cache (services/history/ops_convs.c, view_get): conv.get answers
-from Redis once a conversation has been opened, and every change made through the product API
-is visible at once afterwards (each op that changes a conversation replaces its version key).
+"""The conversation view caches: history's (services/history/ops_convs.c, view_get) answers
+conv.get from Redis once a conversation has been opened, and the gateway's (viewcache.c) keeps
+the JSON it rendered and serves it again while history confirms the version; every change made
+through the product API is visible at once afterwards (each op that changes a conversation
+replaces its version key).
 
 The tests prove both halves: a change written to PostgreSQL behind history's back (psql) is NOT
 seen while the view is cached (so the cache is really in use), and the same kind of change made
 through the API IS seen on the next open."""
+
+import re
 
 import pytest
 
 import parley_stack as ps
 from test_conversations import (Sse, api, conversation, create, new_user, psql,  # noqa: F401
                                 read_answer, served, turn, wait_message)
+
+
+def gateway_hits(stack):
+    r = ps.http_request(f"http://{ps.LOOPBACK}:{stack.ports.admin('gateway')}/metrics", timeout=5)
+    m = re.search(r'parley_gateway_view_cache_total\{result="hit"\} (\d+)', r.text)
+    return int(m.group(1)) if m else 0
 
 
 def sneak_title(stack, user, conv, title):
@@ -25,8 +35,15 @@ def test_open_is_cached_and_every_api_change_shows_at_once(served):
     tok = u["token"]
     conv = create(stack, tok, title="first", model=ps.MODEL_NAME)
     start, _, done, _ = turn(stack, tok, conv, "Say hi.")
+    # The answer is saved just after its stream ends; a view with a pending answer is not
+    # cached, so wait for it to be complete.
+    wait_message(stack, tok, conv, start["assistant_message_id"],
+                 lambda m: m["status"] != "pending")
     first = conversation(stack, tok, conv)  # cached from here on
     assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
+    hits = gateway_hits(stack)
+    assert conversation(stack, tok, conv) == first
+    assert gateway_hits(stack) == hits + 1, "the gateway did not serve its kept copy"
 
     sneak_title(stack, u, conv, "behind the cache")
     assert conversation(stack, tok, conv)["title"] == "first", "conv.get did not use its cache"
