@@ -10,7 +10,9 @@ It flushes Redis (the loaded rows are not in any cache) and warms up with a few 
 measures over HTTP with keep-alive connections (one http.client connection per client thread):
   list   GET /api/v1/conversations?limit=50 (the first page), and deep pages: the whole account
          walked page by page with next_cursor (200 pages), twice;
-  open   GET /api/v1/conversations/{id} of the 1,000-message conversation;
+  open   GET /api/v1/conversations/{id} of the 1,000-message conversation (again and again:
+         served from the caches while nothing changes), and the same right after a rename
+         each time ("cold": every cache holds an old version; reported, not in the goal);
   floor  GET /api/v1/me: what any authenticated request costs (session lookup, quota headers),
          printed to read the others by, not part of the goal;
   turns  POST /api/v1/conversations/{id}/messages (SSE, small max_tokens) with the TINY model
@@ -324,7 +326,7 @@ def main():
     stack = ps.Stack(var_dir=work / "stack", ports=ps.Ports.pick_free(), model_path=tiny,
                      durable=False, die_with_parent=True, log_level="warn",
                      extra_args={"worker": ["--max-seqs", str(max(levels + [1]) * 2)]})
-    reads, turns, figures, floor = [], [], {}, []
+    reads, turns, figures, floor, cold = [], [], {}, [], []
     load_at = {}
     try:
         src = ps.ensure_model()
@@ -373,6 +375,16 @@ def main():
         reads.append(lat_row(f"list pages 2-{N_CONVS // PAGE + 1} (cursor)", deep))
         opn = timed_gets(c, f"/api/v1/conversations/{big}", a.requests)
         reads.append(lat_row(f"open {N_BIG}-message conv", opn))
+        # The same right after each change (a rename): the caches hold an old version, so
+        # history reads PostgreSQL and the whole branch crosses NATS. Reported, not in the goal
+        # (it is what the first open after every turn costs).
+        cold = []
+        for i in range(max(a.requests // 4, 20)):
+            st, raw, _ = c.request("PATCH", f"/api/v1/conversations/{big}",
+                                   {"title": f"big conversation {i}"})
+            if st != 200:
+                raise ps.StackError(f"renaming: {st} {raw[:200]!r}")
+            cold += timed_gets(c, f"/api/v1/conversations/{big}", 1)
         c.close()
         if a.explain:
             explain(stack, uid, big, deep_cursor)
@@ -388,10 +400,11 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     floor_row = lat_row("auth floor: GET /api/v1/me", floor)
+    cold_row = lat_row(f"open after a change (cold)", cold)
     print(f"\nbench-history: {N_CONVS} conversations + one of {N_BIG} messages; keep-alive "
           f"HTTP; load average before reads {load_at.get('reads')}")
     print(f"{'read':<34} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for r in reads + [floor_row]:
+    for r in reads + [cold_row, floor_row]:
         print(f"{r['name']:<34} {r['n']:>5} {r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f} "
               f"{r['max'] * 1e3:8.2f}")
     print(f"\n{'chat turns (tiny model)':<20} {'done':>5} {'fail':>5} {'turns/s':>8} "
@@ -400,12 +413,13 @@ def main():
         print(f"{s['name']:<20} {s['completed']:>5} {s['failed']:>5} {s['turns_per_s']:8.2f} "
               f"{s['tokens_per_s']:7.1f} {s['p50'] * 1e3:8.1f} {s['p99'] * 1e3:8.1f}  "
               f"{load_at.get(s['name'])}")
-    print("(the last row is the floor of an authenticated request: auth and quota only)")
+    print("(the last two rows are not in the goal: opening right after a change, which misses "
+          "every cache, and the floor of an authenticated request)")
     ok = all(r["p99"] * 1e3 < GOAL_MS for r in reads)
     worst = max((r["p99"] for r in reads), default=float("nan")) * 1e3
     print(f"\ngoal: list and open under {GOAL_MS:g} ms p99: {'PASS' if ok else 'FAIL'} "
           f"(worst p99 {worst:.2f} ms)")
-    figures = {"reads": reads, "floor": floor_row, "turns": turns, "loadavg": load_at, "goal_pass": ok}
+    figures = {"reads": reads, "floor": floor_row, "cold_open": cold_row, "turns": turns, "loadavg": load_at, "goal_pass": ok}
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=1))
     return 0
