@@ -59,7 +59,11 @@ def summarize(results, wall):
     def stats(xs):
         return {"mean": statistics.mean(xs) if xs else float("nan"), "p50": pct(xs, 50),
                 "p99": pct(xs, 99)}
-    return {"completed": len(ok), "failed": len(results) - len(ok),
+    errors = {}
+    for x in results:
+        if not x["ok"]:
+            errors[x.get("error", "?")] = errors.get(x.get("error", "?"), 0) + 1
+    return {"completed": len(ok), "failed": len(results) - len(ok), "errors": errors,
             "req_per_s": len(ok) / wall, "output_tok_per_s": out_toks / wall,
             "total_tok_per_s": (out_toks + in_toks) / wall, "ttft": stats(ttft),
             "tpot": stats(tpot), "itl": stats(itl), "e2el": stats(e2el), "wall_s": wall}
@@ -80,7 +84,7 @@ def http_one(host, port, path, key, model, max_tokens, n):
         c.request("POST", path, body=body, headers=headers)
         resp = c.getresponse()
         if resp.status != 200:
-            resp.read()
+            r["error"] = f"HTTP {resp.status}: {resp.read()[:200]!r}"
             return r
         first = last = None
         buf = b""
@@ -114,8 +118,10 @@ def http_one(host, port, path, key, model, max_tokens, n):
             r.update(ok=True, ttft=first - t0, e2el=last - t0)
             if not r["output_tokens"]:
                 r["output_tokens"] = chunks
-    except (OSError, http.client.HTTPException, ValueError):
-        pass
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        r["error"] = f"{type(e).__name__}: {e}"
+    if not r["ok"] and "error" not in r:
+        r["error"] = "the stream ended without a token"
     return r
 
 
@@ -217,7 +223,10 @@ def main():
                      durable=False, die_with_parent=True, log_level="warn",
                      extra_args={"worker": ["--max-seqs", str(max_conc), "--threads",
                                             str(a.threads), "--kv-budget", "1G"],
-                                 "infer-gateway": ["--queue-size", "1024"]})
+                                 "infer-gateway": ["--queue-size", "1024"],
+                                 # every client is 127.0.0.1: the per-address connection cap
+                                 # (64 by default) would reset connections at c=64
+                                 "gateway": ["--max-conns-per-ip", "1024"]})
     rows, figures = [], {}
     try:
         stack.start(timeout=90)
@@ -249,6 +258,9 @@ def main():
           f"{'TTFT ms mean/p50/p99':^23} | {'TPOT ms':^23} | {'ITL ms':^23} | {'E2EL ms':^23}")
     for r in rows:
         print(r)
+    for name, f in figures.items():
+        for why, n in (f.get("errors") or {}).items():
+            print(f"  {name}: {n} failed: {why}")
     one = figures.get("stack c=1")
     sixteen = figures.get("stack c=16")
     if one and sixteen:
