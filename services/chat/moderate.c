@@ -25,6 +25,7 @@
 
 #include "chat.h"
 #include "log.h"
+#include "safetycheck.h"
 #include "subjects.h"
 #include "sync.h"
 
@@ -185,41 +186,17 @@ mod_verdict mod_precheck(chat *c, const char *rid, const char *user_id, const ch
     snprintf(category, cap, "%s", "");
     if (!c->cfg.safety_precheck)
         return MOD_ALLOW;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    Parley__V1__SafetyCheckRequest rq = PARLEY__V1__SAFETY_CHECK_REQUEST__INIT;
-    rq.request_id = (char *)rid;
-    rq.user_id = (char *)user_id;
-    rq.text = (char *)text;
-    Parley__V1__SafetyCheckReply *rep = NULL;
-    pl_status s = bus_request_pb(dmn_bus(c->d), SUBJ_SAFETY_CHECK, &rq.base,
-                                 &parley__v1__safety_check_reply__descriptor,
-                                 c->cfg.safety_precheck_timeout_ms, (ProtobufCMessage **)&rep);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    met_family_observe(c->m_precheck_latency,
-                       (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
-    mod_verdict v;
-    const char *result;
-    if (s != PL_OK || (rep->error && rep->error->code != PARLEY__V1__ERROR_CODE__ERROR_CODE_OK)) {
-        bool refuse = strcmp(c->cfg.safety_precheck_on_timeout, "refuse") == 0;
-        LOGW(rid, "safety pre-check without an answer (%s): %s", refuse ? "refused" : "allowed",
-             s != PL_OK ? pl_err_last() : rep->error->message);
-        v = refuse ? MOD_REFUSE : MOD_ALLOW;
-        result = refuse ? "timeout_refuse" : "timeout_allow";
-    } else if (rep->action == PARLEY__V1__SAFETY_ACTION__SAFETY_ACTION_BLOCK) {
-        v = MOD_BLOCK;
-        result = "block";
-        for (size_t i = 0; i < rep->n_verdicts; i++)
-            if (rep->verdicts[i]->action == PARLEY__V1__SAFETY_ACTION__SAFETY_ACTION_BLOCK) {
-                snprintf(category, cap, "%s", rep->verdicts[i]->category);
-                break;
-            }
-    } else {
-        v = MOD_ALLOW;
-        result = "allow";
-    }
-    if (rep)
-        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    sfc_answer a = sfc_check(dmn_bus(c->d), rid, user_id, text, c->cfg.safety_precheck_timeout_ms,
+                             c->m_precheck_latency, category, cap);
+    bool refuse = strcmp(c->cfg.safety_precheck_on_timeout, "refuse") == 0;
+    mod_verdict v = a == SFC_BLOCK   ? MOD_BLOCK
+                    : a == SFC_ALLOW ? MOD_ALLOW
+                    : refuse         ? MOD_REFUSE
+                                     : MOD_ALLOW;
+    const char *result = a == SFC_BLOCK   ? "block"
+                         : a == SFC_ALLOW ? "allow"
+                         : refuse         ? "timeout_refuse"
+                                          : "timeout_allow";
     met_inc(met_with(c->m_precheck, result, NULL), 1);
     return v;
 }

@@ -12,10 +12,10 @@
  * Threading: called on an MHD pool thread; blocks for at most the deadline. */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 #include "precheck.h"
+#include "safetycheck.h"
 #include "subjects.h"
 
 gw_precheck_result gw_precheck(gw *g, const char *rid, const char *user_id,
@@ -31,34 +31,16 @@ gw_precheck_result gw_precheck(gw *g, const char *rid, const char *user_id,
         }
     if (!text || !text[0])
         return GW_PRECHECK_ALLOW;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    Parley__V1__SafetyCheckRequest rq = PARLEY__V1__SAFETY_CHECK_REQUEST__INIT;
-    rq.request_id = (char *)rid;
-    rq.user_id = (char *)user_id;
-    rq.text = (char *)text;
-    Parley__V1__SafetyCheckReply *rep = NULL;
-    pl_status s = bus_request_pb(dmn_bus(g->d), SUBJ_SAFETY_CHECK, &rq.base,
-                                 &parley__v1__safety_check_reply__descriptor,
-                                 g->cfg.safety_precheck_timeout_ms, (ProtobufCMessage **)&rep);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    met_family_observe(g->m_precheck_latency,
-                       (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+    char category[128];
+    sfc_answer ans = sfc_check(dmn_bus(g->d), rid, user_id, text, g->cfg.safety_precheck_timeout_ms,
+                               g->m_precheck_latency, category, sizeof category);
     gw_precheck_result res = GW_PRECHECK_ALLOW;
     const char *result = "allow";
-    if (s != PL_OK || (rep->error && rep->error->code != PARLEY__V1__ERROR_CODE__ERROR_CODE_OK)) {
+    if (ans == SFC_NO_ANSWER) {
         bool refuse = strcmp(g->cfg.safety_precheck_on_timeout, "refuse") == 0;
-        LOGW(rid, "safety pre-check without an answer (%s): %s", refuse ? "refused" : "allowed",
-             s != PL_OK ? pl_err_last() : rep->error->message);
         res = refuse ? GW_PRECHECK_REFUSED : GW_PRECHECK_ALLOW;
         result = refuse ? "timeout_refuse" : "timeout_allow";
-    } else if (rep->action == PARLEY__V1__SAFETY_ACTION__SAFETY_ACTION_BLOCK) {
-        const char *category = "blocked content";
-        for (size_t i = 0; i < rep->n_verdicts; i++)
-            if (rep->verdicts[i]->action == PARLEY__V1__SAFETY_ACTION__SAFETY_ACTION_BLOCK) {
-                category = rep->verdicts[i]->category;
-                break;
-            }
+    } else if (ans == SFC_BLOCK) {
         char msg[256];
         snprintf(msg, sizeof msg,
                  "This message was not sent to the model: it was blocked by the content policy "
@@ -81,8 +63,6 @@ gw_precheck_result gw_precheck(gw *g, const char *rid, const char *user_id,
         }
         result = "block";
     }
-    if (rep)
-        protobuf_c_message_free_unpacked(&rep->base, NULL);
     met_inc(met_with(g->m_precheck, result, NULL), 1);
     return res;
 }
