@@ -136,3 +136,19 @@ void wire_error_init(Parley__V1__Error *e, pl_status s, const char *message)
     e->retryable = s == PL_OVERLOADED || s == PL_UNAVAILABLE || s == PL_TIMEOUT || s == PL_BUS ||
                    s == PL_RATE_LIMITED;
 }
+
+const char *wire_finish_name(Parley__V1__FinishReason f)
+{
+    switch (f) {
+    case PARLEY__V1__FINISH_REASON__FINISH_REASON_STOP:
+        return "stop";
+    case PARLEY__V1__FINISH_REASON__FINISH_REASON_LENGTH:
+        return "length";
+    case PARLEY__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
+        return "cancelled";
+    case PARLEY__V1__FINISH_REASON__FINISH_REASON_CONTENT_FILTER:
+        return "content_filter";
+    default:
+        return "error";
+    }
+}

@@ -19,6 +19,10 @@ int wire_http_status(Parley__V1__ErrorCode c);
 const char *wire_error_type(int http_status);
 
 /* Fills a caller-owned Error with borrowed `message` (must outlive the message's use). */
+/* The name of a finish reason as parley's own APIs and metrics spell it: stop, length,
+ * cancelled, content_filter, error (anything else). The OpenAI-compatible API maps to its own
+ * smaller set (openai.c). */
+const char *wire_finish_name(Parley__V1__FinishReason f);
 void wire_error_init(Parley__V1__Error *e, pl_status s, const char *message);
 
 #endif

@@ -29,6 +29,7 @@
 #include "convs.h"
 #include "log.h"
 #include "static.h"
+#include "utf8.h"
 
 #define CV_UPLOAD_MAX     (512 * 1024) /* bytes of a file */
 #define CV_PDF_TEXT_MAX   (1024 * 1024)
@@ -258,25 +259,6 @@ static up_kind classify(const char *type, const char *filename)
     return UP_OTHER;
 }
 
-/* Whether `s` (len bytes) is UTF-8 text: valid sequences, no NUL. */
-static bool utf8_text(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        if (c == 0)
-            return false;
-        size_t k = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 9;
-        if (k == 9 || i + k >= len)
-            return false;
-        for (size_t j = 1; j <= k; j++)
-            if ((s[i + j] & 0xC0) != 0x80)
-                return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 /* Runs pdftotext on `pdf` (len bytes) and returns its UTF-8 text (caller frees), or NULL with
  * *why set. */
 static char *pdf_text(const char *pdf, size_t len, const char **why)
@@ -381,7 +363,7 @@ static char *pdf_text(const char *pdf, size_t len, const char **why)
         if (k == n)
             *why = "the PDF has no text layer (scanned pages are images, which are not "
                    "supported yet)";
-        else if (!utf8_text((const unsigned char *)out, n))
+        else if (!utf8_valid(out, n))
             *why = "the PDF's text could not be decoded";
         else
             return out;
@@ -404,7 +386,7 @@ enum MHD_Result cv_route_upload(http_req *r, void *arg)
     const char *fname = http_header(r, "X-Filename");
     /* UTF-8 only: the name is stored as PostgreSQL text, which refuses other bytes. */
     if (!fname || !fname[0] || strlen(fname) > 255 || strchr(fname, '/') || strchr(fname, '\\') ||
-        !utf8_text((const unsigned char *)fname, strlen(fname)))
+        !utf8_valid(fname, strlen(fname)))
         return http_reply_error(r, 400,
                                 "name the file in the X-Filename header (UTF-8, at most 255 "
                                 "bytes, no path)",
@@ -437,7 +419,7 @@ enum MHD_Result cv_route_upload(http_req *r, void *arg)
         const char *why = NULL;
         if (!(text = pdf_text(body, len, &why)))
             return http_reply_error(r, 415, why, NULL, "unsupported_media_type", 0);
-    } else if (!utf8_text((const unsigned char *)body, len)) {
+    } else if (!utf8_valid(body, len)) {
         return http_reply_error(r, 415, "the file is not UTF-8 text", NULL,
                                 "unsupported_media_type", 0);
     }

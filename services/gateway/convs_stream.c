@@ -51,22 +51,6 @@ const char *cvs_status_name(Parley__V1__MessageStatus s)
     }
 }
 
-static const char *finish_name(Parley__V1__FinishReason f)
-{
-    switch (f) {
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_STOP:
-        return "stop";
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
-        return "cancelled";
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_CONTENT_FILTER:
-        return "content_filter";
-    default:
-        return "error";
-    }
-}
-
 cvs_resume cvs_parse_last_event_id(const char *h)
 {
     cvs_resume r = {0};
@@ -167,7 +151,8 @@ static void on_delta_locked(cvs *c, const Parley__V1__TokenDelta *d)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "done");
     cJSON_AddStringToObject(o, "status", status);
-    cJSON_AddStringToObject(o, "finish_reason", d->error ? "error" : finish_name(d->finish_reason));
+    cJSON_AddStringToObject(o, "finish_reason",
+                            d->error ? "error" : wire_finish_name(d->finish_reason));
     cJSON_AddItemToObject(o, "usage", usage_json(d->usage));
     emit(c->s, id, o);
     c->ended = true;

@@ -19,6 +19,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "utf8.h"
 #include "wire.h"
 
 struct http_server {
@@ -241,47 +242,12 @@ static bool append_body(http_req *r, const char *data, size_t n)
     return true;
 }
 
-/* Whether s[0..len) is well-formed UTF-8 (no overlong forms, surrogates or code points past
- * U+10FFFF): what PostgreSQL text accepts. Text that is not is refused at the edge (400) rather
- * than failing deep in storage. */
-static bool utf8_ok(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        size_t k = c < 0x80                 ? 0
-                   : c >= 0xC2 && c <= 0xDF ? 1
-                   : (c & 0xF0) == 0xE0     ? 2
-                   : c >= 0xF0 && c <= 0xF4 ? 3
-                                            : 9;
-        if (k == 9 || len - i <= k)
-            return false;
-        unsigned lo = 0x80, hi = 0xBF, d = s[i + 1];
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-        else if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* past U+10FFFF */
-        if (k && (d < lo || d > hi))
-            return false;
-        for (size_t j = 2; j <= k; j++)
-            if ((s[i + j] & 0xC0) != 0x80)
-                return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 static enum MHD_Result arg_utf8(void *cls, enum MHD_ValueKind kind, const char *key,
                                 const char *value)
 {
     bool *ok = cls;
     (void)kind;
-    if (!utf8_ok((const unsigned char *)key, strlen(key)) ||
-        (value && !utf8_ok((const unsigned char *)value, strlen(value)))) {
+    if (!utf8_valid(key, strlen(key)) || (value && !utf8_valid(value, strlen(value)))) {
         *ok = false;
         return MHD_NO;
     }
@@ -291,12 +257,12 @@ static enum MHD_Result arg_utf8(void *cls, enum MHD_ValueKind kind, const char *
 /* Whether the path, the query arguments and a JSON body are UTF-8. */
 static bool request_utf8(http_req *r, const char *url)
 {
-    bool ok = utf8_ok((const unsigned char *)url, strlen(url));
+    bool ok = utf8_valid(url, strlen(url));
     if (ok)
         MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, arg_utf8, &ok);
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
     if (ok && r->body_len && ct && strncasecmp(ct, "application/json", 16) == 0)
-        ok = utf8_ok((const unsigned char *)r->body, r->body_len);
+        ok = utf8_valid(r->body, r->body_len); /* a raw NUL is not JSON either */
     return ok;
 }
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "utf8.h"
 
 #define HSF_ROWS     400 /* rows per INSERT: 11 parameters each, under libpq's 65535 */
 #define HSF_COLS     11
@@ -53,25 +54,8 @@ static bool empty(const char *s)
  * a database that is down. */
 static bool text_ok(const char *s, size_t max)
 {
-    const unsigned char *p = (const unsigned char *)(s ? s : "");
-    size_t n = 0;
-    while (p[n]) {
-        unsigned char c = p[n];
-        size_t k = c < 0x80             ? 0
-                   : (c & 0xE0) == 0xC0 ? 1
-                   : (c & 0xF0) == 0xE0 ? 2
-                   : (c & 0xF8) == 0xF0 ? 3
-                                        : 9;
-        if (k == 9 || (k == 1 && c < 0xC2))
-            return false;
-        for (size_t i = 1; i <= k; i++)
-            if ((p[n + i] & 0xC0) != 0x80)
-                return false;
-        n += k + 1;
-        if (n > max)
-            return false;
-    }
-    return true;
+    size_t n = s ? strlen(s) : 0;
+    return n <= max && utf8_valid(s ? s : "", n);
 }
 
 /* "safety.store" */

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "safety.h"
 #include "subjects.h"
+#include "utf8.h"
 #include "wire.h"
 
 #define CSM_FETCH_WAIT_MS   1000
@@ -114,25 +115,8 @@ static void judge_event(csm *c, csm_event *e, size_t first)
 /* True when `s` is valid UTF-8 of at most `max` bytes (PostgreSQL refuses anything else). */
 static bool storable(const char *s, size_t max)
 {
-    size_t n = 0;
-    const unsigned char *p = (const unsigned char *)s;
-    while (p[n]) {
-        unsigned char c = p[n];
-        size_t k = c < 0x80             ? 0
-                   : (c & 0xE0) == 0xC0 ? 1
-                   : (c & 0xF0) == 0xE0 ? 2
-                   : (c & 0xF8) == 0xF0 ? 3
-                                        : 9;
-        if (k == 9 || (k == 1 && c < 0xC2))
-            return false;
-        for (size_t i = 1; i <= k; i++)
-            if ((p[n + i] & 0xC0) != 0x80)
-                return false;
-        n += k + 1;
-        if (n > max)
-            return false;
-    }
-    return true;
+    size_t n = s ? strlen(s) : 0;
+    return n <= max && utf8_valid(s ? s : "", n);
 }
 
 /* The failure record of a poison event: its own ids when they can be stored, else

@@ -213,22 +213,6 @@ static void text_append(job *j, const char *s, size_t n)
     j->text[j->text_len] = '\0';
 }
 
-static const char *finish_name(Parley__V1__FinishReason f)
-{
-    switch (f) {
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_STOP:
-        return "stop";
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
-        return "cancelled";
-    case PARLEY__V1__FINISH_REASON__FINISH_REASON_CONTENT_FILTER:
-        return "content_filter";
-    default:
-        return "error";
-    }
-}
-
 /* Ends a job: final delta, completion record, ack, event, KV freed. Batching thread only. */
 static void finish_job(srv_model *m, job *j, Parley__V1__FinishReason why)
 {
@@ -288,7 +272,7 @@ static void finish_job(srv_model *m, job *j, Parley__V1__FinishReason why)
         LOGW(j->rid, "cannot ack the job: %s", pl_err_last());
     emit_event(m, j, PARLEY__V1__JOB_EVENT_KIND__JOB_EVENT_KIND_DONE);
 
-    met_inc(met_with(m->f_success, m->name, finish_name(why), NULL), 1);
+    met_inc(met_with(m->f_success, m->name, wire_finish_name(why), NULL), 1);
     met_inc(m->m_gen, j->n_gen);
     if (j->t_admit)
         met_observe(m->m_e2e, (double)(now - j->t_fetch) / 1000.0);
@@ -297,7 +281,7 @@ static void finish_job(srv_model *m, job *j, Parley__V1__FinishReason why)
     if (j->admitted)
         eng_seq_remove(m->ec, j->seq);
     LOGI(j->rid, "finished (%s): %d prompt (%d cached) + %d generated tokens in %lld ms",
-         finish_name(why), j->n_prompt, j->n_cached, j->n_gen, (long long)(now - j->t_fetch));
+         wire_finish_name(why), j->n_prompt, j->n_cached, j->n_gen, (long long)(now - j->t_fetch));
 }
 
 static void fail_job(srv_model *m, job *j, pl_status st, const char *msg)
