@@ -1,9 +1,10 @@
 /* viewcache.c — opened conversations as JSON text, by version (see viewcache.h).
  *
- * A doubly linked list in recency order (head = most recent) and a linear search over it: a
- * budget of 64 MiB holds a few hundred large conversations or thousands of small ones, and a
- * look-up compares two short ids per entry — O(entries) under the mutex, good enough at these
- * sizes (a hash index is the next step if a gateway ever keeps many thousands). */
+ * A doubly linked list in recency order (head = most recent) and a linear search over it, so
+ * the number of entries is capped (VC_MAX_ENTRIES) besides the bytes: without the cap 64 MiB of
+ * small conversations would be tens of thousands of entries scanned under the mutex on every
+ * open. A look-up compares two short ids per entry, a few microseconds at the cap; a hash index
+ * is the next step if a gateway should ever keep many more. */
 #include "viewcache.h"
 
 #include <pthread.h>
@@ -11,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VC_ID_MAX 64
+#define VC_ID_MAX      64
+#define VC_MAX_ENTRIES 2048
 
 typedef struct vc_entry {
     struct vc_entry *prev, *next;
@@ -144,7 +146,7 @@ void viewcache_put(viewcache *c, const char *user, const char *conv, const char 
     vc_entry *old = find(c, user, conv);
     if (old)
         drop(c, old);
-    while (c->tail && c->bytes + len > c->budget)
+    while (c->tail && (c->bytes + len > c->budget || c->entries >= VC_MAX_ENTRIES))
         drop(c, c->tail);
     push_front(c, e);
     c->bytes += len;

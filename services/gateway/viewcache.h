@@ -8,8 +8,9 @@
  * ever served without history confirming the version for that user, so the cache cannot show
  * a stale or someone else's conversation; a miss only costs the normal path.
  *
- * Bounded by bytes (least recently used entries go first); an entry larger than a quarter of
- * the budget is not kept. Thread-safe (one mutex; texts are copied in and out). */
+ * Bounded by bytes and by a number of entries (least recently used entries go first); an entry
+ * larger than a quarter of the budget is not kept. Thread-safe (one mutex; texts are copied in and
+ * out). */
 #ifndef PARLEY_GW_VIEWCACHE_H
 #define PARLEY_GW_VIEWCACHE_H
 

@@ -1,4 +1,5 @@
 /* test_viewcache.c — the gateway's cache of opened conversations (services/gateway/viewcache.c). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,4 +54,22 @@ TEST(viewcache_stays_within_its_budget_dropping_the_least_recently_used)
     viewcache_free(c);
     CHECK(viewcache_create(0, &c) == PL_INVALID);
     CHECK(!viewcache_version(NULL, "u", "a", ver, sizeof ver));
+}
+
+TEST(viewcache_caps_the_number_of_entries)
+{
+    viewcache *c = NULL;
+    CHECK(viewcache_create(64u << 20, &c) == PL_OK);
+    char conv[16];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(conv, sizeof conv, "c%d", i);
+        viewcache_put(c, "u", conv, "1", "{}", 2);
+    }
+    viewcache_stats st;
+    viewcache_get_stats(c, &st);
+    CHECK(st.entries > 0 && st.entries < 5000);
+    char ver[8];
+    CHECK(viewcache_version(c, "u", "c4999", ver, sizeof ver)); /* the newest stays */
+    CHECK(!viewcache_version(c, "u", "c0", ver, sizeof ver));   /* the oldest went */
+    viewcache_free(c);
 }
