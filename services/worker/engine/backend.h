@@ -130,6 +130,11 @@ typedef struct be_ops {
     void (*scale)(be_backend *b, float *x, int64_t n, float s);
     /* x[i] = cap * tanh(x[i] / cap) for i < n (logit soft-capping; cap > 0). */
     void (*softcap)(be_backend *b, float *x, int64_t n, float cap);
+
+    /* Optional: host memory that to_host copies into fastest (page-locked on a GPU). NULL means
+     * malloc / free. host_alloc returns NULL on failure. */
+    void *(*host_alloc)(be_backend *b, size_t bytes);
+    void (*host_free)(be_backend *b, void *p);
 } be_ops;
 
 struct be_backend {

@@ -271,7 +271,12 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
         st = PL_ERRF(PL_NOMEM, "engine: out of memory");
         goto fail;
     }
-    if (!be_host_memory(c->b) && !(c->logits_host = malloc(c->act_bytes[9]))) {
+    if (!be_host_memory(c->b)) {
+        const be_ops *o = c->b->ops;
+        c->logits_host =
+            o->host_alloc ? o->host_alloc(c->b, c->act_bytes[9]) : malloc(c->act_bytes[9]);
+    }
+    if (!be_host_memory(c->b) && !c->logits_host) {
         st = PL_ERRF(PL_NOMEM, "engine: out of memory for host logits");
         goto fail;
     }
@@ -287,6 +292,11 @@ void eng_ctx_free(eng_ctx *c)
     if (!c)
         return;
     if (c->b) {
+        if (c->logits_host && c->b->ops->host_alloc)
+            c->b->ops->host_free(c->b, c->logits_host);
+        else
+            free(c->logits_host);
+        c->logits_host = NULL;
         for (int i = 0; i < 10; i++)
             c->b->ops->free(c->b, *act_slot(c, i), c->act_bytes[i]);
         c->b->ops->free(c->b, c->kv_storage, c->kv_storage_bytes);
@@ -299,7 +309,7 @@ void eng_ctx_free(eng_ctx *c)
     free(c->out_rows);
     free(c->item_out);
     free(c->seq_stamp);
-    free(c->logits_host);
+    free(c->logits_host); /* only when the backend was never made */
     free(c);
 }
 
