@@ -189,7 +189,9 @@ def main():
     print("|---|---|---|---|---|---|")
     res = {}
     for key in ["pp512", "tg128"] + [f"batch {b}" for b in BATCHES]:
-        ours = next((v for k, v in rows.items() if k.startswith(key)), None)
+        # parley-bench names its batched rows "decode xN (aggregate)"
+        want = f"decode x{key.split()[1]} " if key.startswith("batch") else key + " "
+        ours = next((v for k, v in rows.items() if (k + " ").startswith(want)), None)
         theirs = anchor.get(key if key != "tg128" else "batch 1") if isinstance(anchor, dict) \
             else None
         gbs = frac = None
