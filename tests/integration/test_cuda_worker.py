@@ -1,8 +1,9 @@
 """The worker on a CUDA device (issue 9): `--device cuda:N`.
 
 - Without a usable device the worker refuses to start, non-zero, saying why: "CUDA support was
-  not built" (the default, CPU-only build) or "no CUDA device is visible" (a `make CUDA=1` build
-  on a machine without a GPU). An unknown device name is refused too.
+  not built" (the default, CPU-only build), "no CUDA device is visible" (a `make CUDA=1` build
+  on a machine without a GPU) or "no such device" (an ordinal the machine lacks). An unknown
+  device name is refused too.
 - With a GPU and a `make CUDA=1` build (PARLEY_BUILD=build-cuda, as `make CUDA=1 test-cuda`
   runs it), a whole stack serves chat completions from a worker started with --device cuda:0
   (token-for-token agreement with the CPU backend is checked by tests/cuda/test_cuda.c, with
@@ -36,13 +37,17 @@ def start_output(device: str) -> tuple[int, str]:
 
 
 def cuda_built() -> bool:
-    rc, out = start_output("cuda:0")
+    # An ordinal no machine has: every build refuses it at once, saying why (a usable cuda:0
+    # would start the worker for good).
+    rc, out = start_output("cuda:99")
     return "CUDA support was not built" not in out
 
 
 def test_worker_refuses_unusable_device():
     if gpu_visible() and cuda_built():
-        pytest.skip("a GPU is visible and CUDA is built: test_stack_serves_from_gpu_worker runs")
+        rc, out = start_output("cuda:99")
+        assert rc != 0 and "no such device" in out, out
+        return
     rc, out = start_output("cuda:0")
     assert rc != 0, out
     assert "CUDA support was not built" in out or "no CUDA device is visible" in out, out
