@@ -9,7 +9,8 @@
  * device mirror and launches the commands in order on one stream. Ops are therefore
  * "synchronous" in the sense backend.h asks for: device memory can only be observed through
  * to_host, which flushes and waits. When every attention of the step is single-token (a decode
- * step) and no cuBLAS product is involved, the flush is done through a CUDA graph: the list is
+ * step) and no product dequantises weight chunks, the flush is done through a CUDA graph (cuBLAS
+ * has a workspace of ours, so its products are captured too): the list is
  * captured once per shape (the command bytes, which include every pointer, size and launch
  * dimension, and the staging size) and later steps with an identical list only rewrite the
  * pinned staging bytes and launch the graph (its first node copies them). PARLEY_CUDA_GRAPH=0 in
@@ -21,9 +22,17 @@
  * shared and immutable, the table belongs to this backend.
  *
  * Products. matmul quantises X once per activation format (Q8_0 / Q8_1 / Q8_K, as the CPU does)
- * and runs the block kernels; for steps of at least CU_GEMM_MIN_T rows and non-F32 weights it
- * instead converts X to F16, dequantises the weight to F16 in chunks of at most 64 MiB and calls
- * cublasGemmEx (F16 inputs, F32 accumulation and output).
+ * and runs the block kernels; for steps of at least CU_GEMM_MIN_T rows (PARLEY_CUDA_GEMM_MIN_T)
+ * and non-F32 weights it instead rounds X to F16 through the same activation format, and calls
+ * cublasGemmEx (F16 inputs, F32 accumulation and output) on an F16 copy of the weight, made on
+ * first use and kept while the copies fit under CU_F16_CACHE (PARLEY_CUDA_F16_CACHE_MB) and
+ * leave CU_F16_SPARE free; past that, the weight is dequantised in chunks of at most 64 MiB
+ * for each product. Steps of up to CU_FUSE_MAX_T rows with quantised weights whose quantised
+ * activation tile fits in shared memory run kc_matmul_fused instead (past a few rows, every
+ * block quantising its rows again costs more than the launch it saves): the quantisation inside,
+ * and up to three weights of one type (Q/K/V, gate/up) in one launch (PARLEY_CUDA_FUSE=0: the
+ * separate quantise and per-weight products). PARLEY_CUDA_PROFILE=1 times every command (no graphs)
+ * and prints the GPU time per op when the backend is destroyed.
  *
  * Errors. Allocation failures are returned (alloc → NULL, preload → PL_TOO_LARGE). A failed
  * launch or copy inside an op cannot be returned through the void ops and leaves the CUDA
@@ -40,10 +49,15 @@
 #include "kernels.h"
 #include "quant.h"
 
-#define CU_GEMM_MIN_T 64                 /* step rows from which products go to cuBLAS */
+#define CU_GEMM_MIN_T                                                                              \
+    8 /* default step rows from which products go to cuBLAS (measured on an H100) */
+#define CU_FUSE_MAX_T 4 /* fused products up to this many rows (each block quantises its rows) */
 #define CU_WH_BYTES   ((size_t)64 << 20) /* F16 weight chunk for cuBLAS */
 #define CU_STAGE_INIT ((size_t)1 << 20)
 #define CU_MAX_DEDUPE 8
+#define CU_F16_CACHE  ((size_t)4 << 30)  /* default cap on F16 weight copies for cuBLAS */
+#define CU_F16_SPARE  ((size_t)1 << 30)  /* device memory the F16 cache always leaves free */
+#define CU_BLAS_WS    ((size_t)32 << 20) /* cuBLAS workspace (ours, so products can be graphed) */
 
 enum {
     CMD_D2D,
@@ -62,13 +76,20 @@ enum {
     CMD_GET_ROWS,
     CMD_KV_STORE,
     CMD_ATTN,
+    CMD_MMF,
+    CMD_N_KINDS,
 };
+
+static const char *const cmd_names[CMD_N_KINDS] = {
+    "copy", "embedding", "quantise", "matmul",    "to-f16",      "dequant",
+    "gemm", "rmsnorm",   "add",      "glu",       "scale",       "softcap",
+    "rope", "get_rows",  "kv_store", "attention", "matmul-fused"};
 
 /* One deferred operation. Zeroed before filling, so two lists compare with memcmp. */
 typedef struct cu_cmd {
     int32_t kind;
     int32_t i[11];
-    int64_t l[6];
+    int64_t l[8];
     float f[4];
     void *p[8];
 } cu_cmd;
@@ -77,6 +98,7 @@ typedef struct cu_wmap {
     const void *host;
     void *dev;
     size_t bytes;
+    uint16_t *f16; /* the weight dequantised to F16 for cuBLAS, when cached (see cu_matmul) */
 } cu_wmap;
 
 /* Staged host data reused by several ops of one step (KV offsets, attention tables). */
@@ -112,6 +134,23 @@ typedef struct cu_backend {
     cu_dedupe dd[CU_MAX_DEDUPE];
     int n_dd;
     bool step_graphable;
+
+    int gemm_min_t;           /* PARLEY_CUDA_GEMM_MIN_T, else CU_GEMM_MIN_T */
+    bool fuse;                /* fused quantise + multi-weight products (PARLEY_CUDA_FUSE=0: off) */
+    size_t f16_cap, f16_used; /* F16 weight cache: PARLEY_CUDA_F16_CACHE_MB, else CU_F16_CACHE */
+    void *blas_ws;
+    int n_sm;         /* multiprocessors, for the decode attention split */
+    float *attn_part; /* partial results of split decode attention */
+    size_t attn_part_bytes;
+
+    /* PARLEY_CUDA_PROFILE=1: no graphs; an event after each command, GPU time summed per kind
+     * and printed to stderr when the backend is destroyed */
+    bool prof;
+    cudaEvent_t *pev;
+    int pev_cap;
+    double prof_ms[CMD_N_KINDS + 1]; /* the last: device-to-host copies */
+    long prof_n[CMD_N_KINDS + 1];
+    long prof_flushes;
 
     /* graph */
     bool graphs_on;
@@ -387,7 +426,7 @@ static void run_cmd(cu_backend *c, const cu_cmd *k)
                       k->p[2], k->l[3]);
         break;
     case CMD_F2H:
-        e = kc_f32_to_f16(s, k->p[0], k->l[0], k->i[0], k->l[1], k->p[1]);
+        e = kc_f32_to_f16(s, k->i[1], k->p[0], k->l[0], k->i[0], k->l[1], k->p[1]);
         break;
     case CMD_DEQ_F16:
         e = kc_dequant_f16(s, k->i[0], k->p[0], k->l[0], k->l[1], k->l[2], k->p[1]);
@@ -431,18 +470,75 @@ static void run_cmd(cu_backend *c, const cu_cmd *k)
     case CMD_ATTN:
         e = kc_attention(s, k->p[0], k->l[0], k->p[1], k->l[1], k->p[2], (size_t)k->l[2],
                          (size_t)k->l[3], (size_t)k->l[4], k->i[0], k->p[3], k->p[4], k->p[5],
-                         k->i[1], k->i[2], k->i[3], k->i[4], k->i[5], k->f[0], k->i[6], k->f[1]);
+                         k->i[1], k->i[2], k->i[3], k->i[4], k->i[5], k->f[0], k->i[6], k->f[1],
+                         k->i[7], k->p[6]);
         break;
+    case CMD_MMF: {
+        kc_mm_set set = {.n = k->i[1]};
+        for (int j = 0; j < set.n; j++) {
+            set.W[j] = k->p[j], set.Y[j] = k->p[3 + j];
+            set.rows[j] = k->l[j], set.ldy[j] = k->l[3 + j];
+        }
+        e = kc_matmul_fused(s, k->i[0], &set, k->l[6], k->p[6], k->l[7], k->i[2]);
+        break;
+    }
     default:
         e = (int)cudaErrorInvalidValue;
     }
-    if (e != 0) {
-        static const char *names[] = {"copy",   "embedding", "quantise", "matmul",
-                                      "to-f16", "dequant",   "gemm",     "rmsnorm",
-                                      "add",    "glu",       "scale",    "softcap",
-                                      "rope",   "get_rows",  "kv_store", "attention"};
-        cu_fatal(names[k->kind], e);
+    if (e != 0)
+        cu_fatal(k->kind >= 0 && k->kind < CMD_N_KINDS ? cmd_names[k->kind] : "command", e);
+}
+
+/* The profiled flush: every command between two events, then a wait and the sums. */
+static void enqueue_profiled(cu_backend *c)
+{
+    if (c->pev_cap < c->n_cmds + 1) {
+        for (int i = 0; i < c->pev_cap; i++)
+            cudaEventDestroy(c->pev[i]);
+        free(c->pev);
+        c->pev_cap = 0;
+        c->pev = calloc((size_t)c->n_cmds + 1, sizeof *c->pev);
+        if (!c->pev) {
+            fprintf(stderr, "parley cuda backend: out of host memory for profiling events\n");
+            abort();
+        }
+        for (int i = 0; i <= c->n_cmds; i++)
+            cu_check(cudaEventCreate(&c->pev[i]), "creating a profiling event");
+        c->pev_cap = c->n_cmds + 1;
     }
+    if (c->stage_used)
+        cu_check(cudaMemcpyAsync(c->stage_d, c->stage_h, c->stage_used, cudaMemcpyHostToDevice,
+                                 c->stream),
+                 "copying staged step data");
+    cu_check(cudaEventRecord(c->pev[0], c->stream), "recording an event");
+    for (int i = 0; i < c->n_cmds; i++) {
+        run_cmd(c, &c->cmds[i]);
+        cu_check(cudaEventRecord(c->pev[i + 1], c->stream), "recording an event");
+    }
+    cu_check(cudaStreamSynchronize(c->stream), "waiting for the GPU");
+    for (int i = 0; i < c->n_cmds; i++) {
+        float ms = 0;
+        cu_check(cudaEventElapsedTime(&ms, c->pev[i], c->pev[i + 1]), "reading an event");
+        c->prof_ms[c->cmds[i].kind] += ms;
+        c->prof_n[c->cmds[i].kind]++;
+    }
+    c->prof_flushes++;
+}
+
+static void print_profile(const cu_backend *c)
+{
+    double total = 0;
+    for (int i = 0; i <= CMD_N_KINDS; i++)
+        total += c->prof_ms[i];
+    fprintf(stderr, "parley cuda profile: %ld flushes, %.3f ms of GPU time\n", c->prof_flushes,
+            total);
+    fprintf(stderr, "  %-10s %8s %10s %9s %6s\n", "op", "calls", "total ms", "mean us", "share");
+    for (int i = 0; i <= CMD_N_KINDS; i++)
+        if (c->prof_n[i])
+            fprintf(stderr, "  %-10s %8ld %10.3f %9.2f %5.1f%%\n",
+                    i < CMD_N_KINDS ? cmd_names[i] : "to-host", c->prof_n[i], c->prof_ms[i],
+                    1000.0 * c->prof_ms[i] / (double)c->prof_n[i],
+                    total > 0 ? 100.0 * c->prof_ms[i] / total : 0.0);
 }
 
 static void enqueue_all(cu_backend *c)
@@ -468,7 +564,9 @@ static void flush(cu_backend *c)
         return;
     on_device(c);
     c->st.flushes++;
-    if (!c->step_graphable) {
+    if (c->prof) {
+        enqueue_profiled(c);
+    } else if (!c->step_graphable) {
         enqueue_all(c);
     } else if (same_as_graph(c)) {
         cu_check(cudaGraphLaunch(c->gexec, c->stream), "launching the decode graph");
@@ -555,8 +653,18 @@ static void cu_to_host(be_backend *b, void *dst, const void *src, size_t bytes)
     cu_backend *c = cu(b);
     on_device(c);
     flush(c);
+    if (c->prof && c->pev_cap >= 2)
+        cu_check(cudaEventRecord(c->pev[0], c->stream), "recording an event");
     cu_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream),
              "copying results to the host");
+    if (c->prof && c->pev_cap >= 2) {
+        float ms = 0;
+        cu_check(cudaEventRecord(c->pev[1], c->stream), "recording an event");
+        cu_check(cudaEventSynchronize(c->pev[1]), "waiting for an event");
+        cu_check(cudaEventElapsedTime(&ms, c->pev[0], c->pev[1]), "reading an event");
+        c->prof_ms[CMD_N_KINDS] += ms;
+        c->prof_n[CMD_N_KINDS]++;
+    }
     cu_check(cudaStreamSynchronize(c->stream), "waiting for the GPU");
     stage_reset(c);
 }
@@ -564,7 +672,8 @@ static void cu_to_host(be_backend *b, void *dst, const void *src, size_t bytes)
 static size_t cu_scratch_bytes(const be_backend *b)
 {
     const cu_backend *c = (const cu_backend *)b;
-    return 3 * c->xq_bytes + (c->xh ? c->xh_bytes + CU_WH_BYTES : 0) + 2 * c->stage_cap;
+    return 3 * c->xq_bytes + (c->xh ? c->xh_bytes : 0) + (c->wh ? CU_WH_BYTES : 0) + c->f16_used +
+           (c->blas_ws ? CU_BLAS_WS : 0) + 2 * c->stage_cap;
 }
 
 static void cu_destroy(be_backend *b)
@@ -579,9 +688,18 @@ static void cu_destroy(be_backend *b)
         cudaStreamSynchronize(c->stream);
     }
     drop_graph(c);
+    if (c->prof && c->prof_flushes)
+        print_profile(c);
+    for (int i = 0; i < c->pev_cap; i++)
+        cudaEventDestroy(c->pev[i]);
+    free(c->pev);
     for (size_t i = 0; i < c->wcap; i++)
-        if (c->wmap[i].host)
+        if (c->wmap[i].host) {
             cudaFree(c->wmap[i].dev);
+            cudaFree(c->wmap[i].f16);
+        }
+    cudaFree(c->blas_ws);
+    cudaFree(c->attn_part);
     free(c->wmap);
     for (int i = 0; i < 3; i++)
         cudaFree(c->xq[i]);
@@ -605,6 +723,39 @@ static int act_slot(int act)
     return act == KC_Q8_0 ? 0 : act == KC_Q8_1 ? 1 : 2;
 }
 
+/* The F16 copy of a weight for cuBLAS: made once (its dequantisation is queued in the current
+ * step, before the product that needs it) while the copies stay under f16_cap and leave
+ * CU_F16_SPARE of device memory free; NULL when it does not fit (the caller dequantises chunks
+ * each time instead). Large batches then read F16 weights directly, and their steps can be
+ * graphed. */
+static uint16_t *f16_copy(cu_backend *c, const be_weight *w, void *wd)
+{
+    cu_wmap *e = wmap_find(c, w->data);
+    if (!e)
+        return NULL;
+    if (e->f16)
+        return e->f16;
+    size_t bytes = (size_t)w->rows * (size_t)w->cols * 2;
+    size_t f = 0, t = 0;
+    if (c->f16_used + bytes > c->f16_cap || cudaMemGetInfo(&f, &t) != cudaSuccess ||
+        f < bytes + CU_F16_SPARE) {
+        cudaGetLastError();
+        return NULL;
+    }
+    uint16_t *p = NULL;
+    if (cudaMalloc((void **)&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        c->f16_cap = c->f16_used; /* stop trying */
+        return NULL;
+    }
+    cu_cmd *k = cmd_new(c, CMD_DEQ_F16);
+    k->i[0] = w->type, k->p[0] = wd, k->l[0] = 0, k->l[1] = w->rows, k->l[2] = w->cols;
+    k->p[1] = p;
+    e->f16 = p;
+    c->f16_used += bytes;
+    return p;
+}
+
 static void cu_matmul(be_backend *b, int n, const be_weight *const *W, const float *X, int64_t ldx,
                       int T, float *const *Y, const int64_t *ldy)
 {
@@ -613,23 +764,35 @@ static void cu_matmul(be_backend *b, int n, const be_weight *const *W, const flo
         return;
     const int64_t cols = W[0]->cols;
     bool quantised[3] = {false, false, false};
-    bool have_xh = false;
+    int xh_act = -1; /* the activation format xh holds for this call, -1 none */
     for (int i = 0; i < n; i++) {
         const be_weight *w = W[i];
         void *wd = weight_dev(c, w);
-        if (T >= CU_GEMM_MIN_T && w->type != GGML_F32) {
-            /* large batch: F16 cuBLAS product, weight dequantised in row chunks */
+        if (T >= c->gemm_min_t && w->type != GGML_F32) {
+            /* large batch: F16 cuBLAS product on the cached F16 copy of the weight, else on
+             * row chunks dequantised into one buffer each time */
             if (!c->xh) {
                 c->xh_bytes = (size_t)c->max_tokens * (size_t)c->max_cols * 2;
                 cu_check(cudaMalloc((void **)&c->xh, c->xh_bytes), "allocating F16 activations");
-                cu_check(cudaMalloc((void **)&c->wh, CU_WH_BYTES), "allocating F16 weights");
             }
-            c->step_graphable = false;
-            if (!have_xh) {
+            int act = kc_act_type(w->type);
+            if (xh_act != act) { /* the GEMMs before run first: xh can be rewritten */
                 cu_cmd *k = cmd_new(c, CMD_F2H);
                 k->p[0] = (void *)X, k->l[0] = ldx, k->i[0] = T, k->l[1] = cols, k->p[1] = c->xh;
-                have_xh = true;
+                k->i[1] = act;
+                xh_act = act;
             }
+            uint16_t *wf = f16_copy(c, w, wd);
+            if (wf) {
+                cu_cmd *k = cmd_new(c, CMD_GEMM);
+                k->l[0] = w->rows, k->i[0] = T, k->l[1] = cols, k->p[0] = wf, k->p[1] = c->xh;
+                k->p[2] = Y[i], k->l[2] = ldy[i];
+                c->st.cublas_gemms++;
+                continue;
+            }
+            if (!c->wh)
+                cu_check(cudaMalloc((void **)&c->wh, CU_WH_BYTES), "allocating F16 weights");
+            c->step_graphable = false; /* a step this heavy gains nothing from a graph */
             int64_t chunk = (int64_t)(CU_WH_BYTES / ((size_t)cols * 2));
             for (int64_t r0 = 0; r0 < w->rows; r0 += chunk) {
                 int64_t nr = w->rows - r0 < chunk ? w->rows - r0 : chunk;
@@ -641,6 +804,19 @@ static void cu_matmul(be_backend *b, int n, const be_weight *const *W, const flo
                 k->p[2] = Y[i] + r0, k->l[2] = ldy[i];
                 c->st.cublas_gemms++;
             }
+            continue;
+        }
+        size_t fs = c->fuse && T <= CU_FUSE_MAX_T ? kc_matmul_fused_smem(w->type, cols) : 0;
+        if (fs && fs <= KC_MM_FUSED_SMEM) { /* this weight and the next ones of its type */
+            cu_cmd *k = cmd_new(c, CMD_MMF);
+            int j = 0;
+            for (; j < KC_MM_MAX && i + j < n && W[i + j]->type == w->type; j++) {
+                k->p[j] = weight_dev(c, W[i + j]), k->p[3 + j] = Y[i + j];
+                k->l[j] = W[i + j]->rows, k->l[3 + j] = ldy[i + j];
+            }
+            k->i[0] = w->type, k->i[1] = j, k->i[2] = T;
+            k->p[6] = (void *)X, k->l[6] = cols, k->l[7] = ldx;
+            i += j - 1;
             continue;
         }
         int act = kc_act_type(w->type);
@@ -824,6 +1000,33 @@ static void cu_attention(be_backend *b, float *out, int64_t ldo, const float *q,
     size_t o_it = o_bt + (size_t)n_seqs * (size_t)cap * sizeof(int32_t);
     size_t bytes = o_it + (size_t)n_items * sizeof(kc_attn_item);
 
+    /* A decode step with fewer items than twice the multiprocessors splits each item's keys
+     * into ranges of whole tiles (at most KC_ATTN_MAX_SPLIT), one block each. */
+    int n_split = 1;
+    if (decode && n_items < 2 * (int64_t)c->n_sm) {
+        int max_ctx = 0;
+        for (int i = 0; i < n_seqs; i++)
+            max_ctx = seqs[i].pos0 + 1 > max_ctx ? seqs[i].pos0 + 1 : max_ctx;
+        int by_ctx = (max_ctx + KC_ATTN_TILE - 1) / KC_ATTN_TILE;
+        int by_sm = (int)((2 * (int64_t)c->n_sm + n_items - 1) / n_items);
+        n_split = by_ctx < by_sm ? by_ctx : by_sm;
+        n_split = n_split > KC_ATTN_MAX_SPLIT ? KC_ATTN_MAX_SPLIT : n_split < 1 ? 1 : n_split;
+    }
+    if (n_split > 1) {
+        size_t need = (size_t)n_items * (size_t)n_split * (size_t)rpi * (size_t)(p->head_dim + 2) *
+                      sizeof(float);
+        if (need > c->attn_part_bytes) { /* grow: what is queued (and may use it) runs first,
+                                          * before this op stages anything */
+            finish(c);
+            drop_graph(c);
+            c->step_graphable = false;
+            cudaFree(c->attn_part);
+            c->attn_part_bytes = 0;
+            size_t grow = need > ((size_t)1 << 20) ? need * 2 : (size_t)2 << 20;
+            cu_check(cudaMalloc((void **)&c->attn_part, grow), "allocating attention scratch");
+            c->attn_part_bytes = grow;
+        }
+    }
     cu_dedupe *d = dd_find(c, seqs, n_seqs, 'A', rpi | g << 8, p->n_head_kv * 65536 + cap);
     void *dev;
     if (d) {
@@ -854,6 +1057,26 @@ static void cu_attention(be_backend *b, float *out, int64_t ldo, const float *q,
     k->p[3] = dv + o_seq, k->p[4] = dv + o_bt, k->p[5] = dv + o_it;
     k->i[1] = (int)n_items, k->i[2] = rpi, k->i[3] = p->n_head, k->i[4] = p->n_head_kv;
     k->i[5] = p->head_dim, k->f[0] = p->scale, k->i[6] = p->window, k->f[1] = p->softcap;
+    k->i[7] = n_split, k->p[6] = c->attn_part;
+}
+
+/* Page-locked, so the per-step logits copy runs at full link speed and needs no staging. */
+static void *cu_host_alloc(be_backend *b, size_t bytes)
+{
+    on_device(cu(b));
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_host_free(be_backend *b, void *p)
+{
+    on_device(cu(b));
+    finish(cu(b));
+    cudaFreeHost(p);
 }
 
 static const be_ops cu_ops = {
@@ -876,6 +1099,8 @@ static const be_ops cu_ops = {
     .gelu_mul = cu_gelu_mul,
     .scale = cu_scale,
     .softcap = cu_softcap,
+    .host_alloc = cu_host_alloc,
+    .host_free = cu_host_free,
 };
 
 /* --- creation --------------------------------------------------------------------------------- */
@@ -937,6 +1162,16 @@ pl_status be_cuda_create(int ordinal, int max_tokens, int64_t max_cols, int max_
     c->max_cols = (max_cols + 255) / 256 * 256;
     const char *g = getenv("PARLEY_CUDA_GRAPH");
     c->graphs_on = !(g && strcmp(g, "0") == 0);
+    const char *fu = getenv("PARLEY_CUDA_FUSE");
+    c->fuse = !(fu && strcmp(fu, "0") == 0);
+    const char *pr = getenv("PARLEY_CUDA_PROFILE");
+    c->prof = pr && *pr && strcmp(pr, "0") != 0;
+    const char *gm = getenv("PARLEY_CUDA_GEMM_MIN_T");
+    c->gemm_min_t = gm && atoi(gm) > 0 ? atoi(gm) : CU_GEMM_MIN_T;
+    const char *fc = getenv("PARLEY_CUDA_F16_CACHE_MB");
+    c->f16_cap = fc && *fc ? (size_t)strtoull(fc, NULL, 10) << 20 : CU_F16_CACHE;
+    if (cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, ordinal) != cudaSuccess)
+        c->n_sm = 1, cudaGetLastError();
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         c->stream = NULL;
         s = PL_ERRF(PL_ERR, "cuda:%d: cannot create a stream: %s", ordinal, cudaGetErrorString(e));
@@ -948,6 +1183,14 @@ pl_status be_cuda_create(int ordinal, int max_tokens, int64_t max_cols, int max_
         goto fail;
     }
     cublasSetStream(c->blas, c->stream);
+    /* A workspace of our own: cuBLAS then allocates nothing inside a stream capture, so steps
+     * with cuBLAS products can be graphed. */
+    if (cudaMalloc(&c->blas_ws, CU_BLAS_WS) != cudaSuccess ||
+        cublasSetWorkspace(c->blas, c->blas_ws, CU_BLAS_WS) != CUBLAS_STATUS_SUCCESS) {
+        cudaGetLastError();
+        s = PL_ERRF(PL_NOMEM, "cuda:%d: cannot allocate the cuBLAS workspace", ordinal);
+        goto fail;
+    }
     /* Enough for the Q8_1 format (the largest: 40 bytes per 32 values) of any step. */
     c->xq_bytes = (size_t)max_tokens * (size_t)(c->max_cols / 32) * 40;
     for (int i = 0; i < 3; i++)

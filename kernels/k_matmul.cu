@@ -33,6 +33,10 @@ template <int WT> struct wt;
         {                                                                                          \
             return kb_dot_##T##_##A(b, a);                                                         \
         }                                                                                          \
+        static __device__ __forceinline__ void quant(const float *x, Act *a)                       \
+        {                                                                                          \
+            kb_quantize_##A(x, a);                                                                 \
+        }                                                                                          \
         static __device__ __forceinline__ void deq(const B *b, float *o)                           \
         {                                                                                          \
             kb_dequant_##T(b, o);                                                                  \
@@ -95,6 +99,57 @@ __global__ void k_mm_q(const uint8_t *W, int64_t rows, int64_t nb, const uint8_t
             if (t < nt)
                 acc[t] += wt<WT>::dot(wr + ib, (const A *)(xq + (size_t)(t0 + t) * xq_stride) + ib);
     }
+#pragma unroll
+    for (int t = 0; t < MM_TT; t++) {
+        float v = warp_sum(acc[t]);
+        if (lane == 0 && t < nt)
+            Y[(int64_t)(t0 + t) * ldy + r] = v;
+    }
+}
+
+/* The fused product of small steps: up to KC_MM_MAX weights of one quantised type that share
+ * the input X (Q, K and V; gate and up), in one launch. Each thread block first quantises its
+ * tile of up to MM_TT activation rows into shared memory with the block quantiser k_quant uses
+ * (so the numbers are the same as the separate quantise + k_mm_q pair), then does what k_mm_q
+ * does for the output row of its warp, reading the activations from shared memory. Saves the
+ * quantise launch and, for n weights, n - 1 product launches: at one sequence a decode step is a
+ * few hundred tiny launches, and their count is what bounds it.
+ * grid (sum of ceil(rows_i / MM_WARPS), ceil(T / MM_TT)), block MM_WARPS * 32, dynamic shared
+ * memory MM_TT * nb * sizeof(Act). */
+template <int WT>
+__global__ void k_mm_qf(kc_mm_set set, const float *X, int64_t ldx, int T, int64_t nb)
+{
+    typedef typename wt<WT>::B B;
+    typedef typename wt<WT>::Act A;
+    extern __shared__ float4 mmf_smem[];
+    A *xs = (A *)mmf_smem;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int t0 = blockIdx.y * MM_TT;
+    const int nt = T - t0 < MM_TT ? T - t0 : MM_TT;
+    for (int64_t i = threadIdx.x; i < (int64_t)nt * nb; i += blockDim.x) {
+        int64_t t = i / nb, ib = i % nb;
+        wt<WT>::quant(X + (t0 + t) * ldx + ib * wt<WT>::QK, xs + t * nb + ib);
+    }
+    __syncthreads();
+    int bx = blockIdx.x, wi = 0;
+    while (wi < set.n - 1 && bx >= set.blocks[wi])
+        bx -= set.blocks[wi++];
+    const int64_t r = (int64_t)bx * MM_WARPS + warp;
+    if (r >= set.rows[wi])
+        return;
+    float acc[MM_TT];
+#pragma unroll
+    for (int t = 0; t < MM_TT; t++)
+        acc[t] = 0;
+    const B *wr = (const B *)set.W[wi] + r * nb;
+    for (int64_t ib = lane; ib < nb; ib += 32) {
+#pragma unroll
+        for (int t = 0; t < MM_TT; t++)
+            if (t < nt)
+                acc[t] += wt<WT>::dot(wr + ib, xs + t * nb + ib);
+    }
+    float *Y = set.Y[wi];
+    const int64_t ldy = set.ldy[wi];
 #pragma unroll
     for (int t = 0; t < MM_TT; t++) {
         float v = warp_sum(acc[t]);
@@ -178,6 +233,40 @@ __global__ void k_deq_f16_f(const void *W, int64_t r0, int64_t rows, int64_t col
     if (i >= rows * cols)
         return;
     out[i] = kb_f32_to_f16(ld_f<WT>(W, r0 * cols + i));
+}
+
+/* X for the cuBLAS path, rounded through the activation format the CPU uses for this weight
+ * type: each block is quantised exactly as for the block kernels and its values d * q are
+ * written as F16. The product then sees the CPU's activations (up to F16 rounding, about 2^-11
+ * relative, far below the 8-bit quantisation step), so large batches and decode steps give the
+ * same numbers whichever path runs them. One thread per activation block. */
+template <int ACT>
+__global__ void k_act_to_f16(const float *x, int64_t ldx, int T, int64_t nb, uint16_t *out)
+{
+    const int QK = ACT == KC_Q8_K ? 256 : 32;
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)T * nb)
+        return;
+    int64_t t = i / nb, ib = i % nb;
+    const float *src = x + t * ldx + ib * QK;
+    uint16_t *o = out + t * nb * QK + ib * QK;
+    if (ACT == KC_Q8_0) {
+        kb_q8_0 b;
+        kb_quantize_q8_0(src, &b);
+        float d = kb_f16_to_f32(b.d);
+        for (int j = 0; j < 32; j++)
+            o[j] = kb_f32_to_f16(d * (float)b.qs[j]);
+    } else if (ACT == KC_Q8_1) {
+        kb_q8_1 b;
+        kb_quantize_q8_1(src, &b);
+        for (int j = 0; j < 32; j++)
+            o[j] = kb_f32_to_f16(b.d * (float)b.qs[j]);
+    } else {
+        kb_q8_k b;
+        kb_quantize_q8_k(src, &b);
+        for (int j = 0; j < 256; j++)
+            o[j] = kb_f32_to_f16(b.d * (float)b.qs[j]);
+    }
 }
 
 __global__ void k_f32_to_f16(const float *x, int64_t ldx, int T, int64_t cols, uint16_t *out)
@@ -347,6 +436,48 @@ extern "C" int kc_matmul(void *stream, int wtype, const void *W, int64_t rows, i
     return launched();
 }
 
+extern "C" size_t kc_matmul_fused_smem(int wtype, int64_t cols)
+{
+    switch (wtype) {
+#define QCASE(ID)                                                                                  \
+    case ID:                                                                                       \
+        return cols % wt<ID>::QK ? 0                                                               \
+                                 : (size_t)MM_TT * (size_t)(cols / wt<ID>::QK) *                   \
+                                       sizeof(wt<ID>::Act);
+        FOR_QUANT_TYPES(QCASE)
+#undef QCASE
+    default:
+        return 0;
+    }
+}
+
+extern "C" int kc_matmul_fused(void *stream, int wtype, const kc_mm_set *set, int64_t cols,
+                               const float *X, int64_t ldx, int T)
+{
+    size_t smem = kc_matmul_fused_smem(wtype, cols);
+    if (set->n < 1 || set->n > KC_MM_MAX || smem == 0 || smem > KC_MM_FUSED_SMEM || T <= 0)
+        return (int)cudaErrorInvalidValue;
+    kc_mm_set g = *set;
+    unsigned gx = 0;
+    for (int i = 0; i < g.n; i++) {
+        g.blocks[i] = (int)blocks_for(g.rows[i], MM_WARPS);
+        gx += (unsigned)g.blocks[i];
+    }
+    dim3 grid(gx, blocks_for(T, MM_TT));
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (wtype) {
+#define QCASE(ID)                                                                                  \
+    case ID:                                                                                       \
+        k_mm_qf<ID><<<grid, MM_WARPS * 32, smem, s>>>(g, X, ldx, T, cols / wt<ID>::QK);            \
+        break;
+        FOR_QUANT_TYPES(QCASE)
+#undef QCASE
+    default:
+        return (int)cudaErrorInvalidValue;
+    }
+    return launched();
+}
+
 extern "C" int kc_dequant_f16(void *stream, int wtype, const void *W, int64_t r0, int64_t rows,
                               int64_t cols, uint16_t *out)
 {
@@ -373,11 +504,22 @@ extern "C" int kc_dequant_f16(void *stream, int wtype, const void *W, int64_t r0
     return launched();
 }
 
-extern "C" int kc_f32_to_f16(void *stream, const float *x, int64_t ldx, int T, int64_t cols,
-                             uint16_t *out)
+extern "C" int kc_f32_to_f16(void *stream, int act, const float *x, int64_t ldx, int T,
+                             int64_t cols, uint16_t *out)
 {
-    k_f32_to_f16<<<blocks_for((int64_t)T * cols, 256), 256, 0, (cudaStream_t)stream>>>(x, ldx, T,
-                                                                                       cols, out);
+    cudaStream_t s = (cudaStream_t)stream;
+    int64_t nb = cols / (act == KC_Q8_K ? 256 : 32);
+    unsigned g = blocks_for((int64_t)T * nb, 128);
+    if (act == KC_F32)
+        k_f32_to_f16<<<blocks_for((int64_t)T * cols, 256), 256, 0, s>>>(x, ldx, T, cols, out);
+    else if (act == KC_Q8_0)
+        k_act_to_f16<KC_Q8_0><<<g, 128, 0, s>>>(x, ldx, T, nb, out);
+    else if (act == KC_Q8_1)
+        k_act_to_f16<KC_Q8_1><<<g, 128, 0, s>>>(x, ldx, T, nb, out);
+    else if (act == KC_Q8_K)
+        k_act_to_f16<KC_Q8_K><<<g, 128, 0, s>>>(x, ldx, T, nb, out);
+    else
+        return (int)cudaErrorInvalidValue;
     return launched();
 }
 

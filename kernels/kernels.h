@@ -53,11 +53,33 @@ int kc_quantize_rows(void *stream, int act, const float *x, int64_t ldx, int T, 
  * F16 / BF16 weights it is the F32 activation matrix itself (xq_stride = ldx * 4). */
 int kc_matmul(void *stream, int wtype, const void *W, int64_t rows, int64_t cols, const void *xq,
               size_t xq_stride, int T, float *Y, int64_t ldy);
+/* Up to KC_MM_MAX weights of one quantised type sharing an input, for kc_matmul_fused. */
+#define KC_MM_MAX        3
+#define KC_MM_FUSED_SMEM (48 * 1024) /* the quantised tile must fit in this much shared memory */
+typedef struct kc_mm_set {
+    const void *W[KC_MM_MAX];
+    int64_t rows[KC_MM_MAX];
+    float *Y[KC_MM_MAX];
+    int64_t ldy[KC_MM_MAX];
+    int blocks[KC_MM_MAX]; /* filled by kc_matmul_fused */
+    int n;
+} kc_mm_set;
+/* Shared memory kc_matmul_fused needs for weights of this type with `cols` columns (0: not a
+ * quantised type or cols not a whole number of blocks); it runs only up to KC_MM_FUSED_SMEM. */
+size_t kc_matmul_fused_smem(int wtype, int64_t cols);
+/* Y_i[t][r] = W_i row r · X row t for each weight i of the set (all of type wtype, cols
+ * columns), X in F32 (row stride ldx): the activations are quantised inside, exactly as
+ * kc_quantize_rows does, and all products run in one launch. */
+int kc_matmul_fused(void *stream, int wtype, const kc_mm_set *set, int64_t cols, const float *X,
+                    int64_t ldx, int T);
 /* out (rows x cols halves, row-major) = W rows [r0, r0 + rows) dequantised and rounded to F16. */
 int kc_dequant_f16(void *stream, int wtype, const void *W, int64_t r0, int64_t rows, int64_t cols,
                    uint16_t *out);
-/* out (T x cols halves, row-major) = x rounded to F16. */
-int kc_f32_to_f16(void *stream, const float *x, int64_t ldx, int T, int64_t cols, uint16_t *out);
+/* out (T x cols halves, row-major) = x rounded to F16; for act KC_Q8_0 / Q8_1 / Q8_K each block
+ * is first quantised to that format (as kc_quantize_rows does) and d * q is written, so a cuBLAS
+ * product sees the activations the block kernels (and the CPU) see. KC_F32: plain rounding. */
+int kc_f32_to_f16(void *stream, int act, const float *x, int64_t ldx, int T, int64_t cols,
+                  uint16_t *out);
 /* x row t = row tokens[t] of E (n_vocab x cols, type wtype) dequantised. */
 int kc_embed(void *stream, int wtype, const void *E, int64_t cols, const int32_t *tokens, int T,
              float *x);
@@ -93,14 +115,20 @@ typedef struct kc_seq {
 typedef struct kc_attn_item {
     int32_t seq, kvh, r0, pad;
 } kc_attn_item;
-#define KC_ATTN_MAX_ROWS 8   /* warps (query rows) per work item */
-#define KC_ATTN_MAX_HD   256 /* largest head_dim the attention kernel takes */
+#define KC_ATTN_MAX_ROWS  8   /* warps (query rows) per work item */
+#define KC_ATTN_MAX_HD    256 /* largest head_dim the attention kernel takes */
+#define KC_ATTN_MAX_SPLIT 16  /* key-range splits of a decode attention (n_split) */
+#define KC_ATTN_TILE      32  /* key positions per tile */
+/* Attention of every item (see k_attn.cu). n_split > 1 (decode steps with few items: otherwise
+ * a handful of thread blocks walk the whole context alone) cuts each item's keys into n_split
+ * ranges of whole tiles, one thread block each, writing unnormalised partial results to `part`
+ * (n_items * n_split * rows_per_item * (head_dim + 2) floats), which a second kernel merges. */
 
 int kc_attention(void *stream, float *out, int64_t ldo, const float *q, int64_t ldq,
                  const uint8_t *base, size_t block_stride, size_t k_off, size_t v_off, int kv_dim,
                  const kc_seq *seqs, const int32_t *bt, const kc_attn_item *items, int n_items,
                  int rows_per_item, int n_head, int n_head_kv, int head_dim, float scale,
-                 int window, float softcap);
+                 int window, float softcap, int n_split, float *part);
 
 #ifdef __cplusplus
 }

@@ -1,25 +1,30 @@
 /* test_cuda.c — GPU tests of the CUDA backend (`make CUDA=1 test-cuda`): every op of the CUDA
  * backend against the CPU backend on the same inputs, and whole models on both backends.
  *
- *   cuda_matmul_matches_cpu      every weight type, step sizes 1, 5, 16 (block kernels) and 80
- *                                (the F16 cuBLAS path): normalised MSE Σ(gpu−cpu)²/Σcpu² < 1e-4
+ *   cuda_matmul_matches_cpu      every weight type, three weights sharing the input in one call,
+ *                                step sizes 1, 5, 16 (block kernels, fused and not) and 80 (the
+ *                                F16 cuBLAS path): normalised MSE Σ(gpu−cpu)²/Σcpu² < 1e-4
  *   cuda_ops_match_cpu           rmsnorm, add, silu/gelu, scale, softcap, rope (both pair
  *                                conventions), embedding (Q4_0, F16), get_rows in place: < 1e-4
  *   cuda_attention_matches_cpu   paged KV store + attention: decode, prefill and mixed sequences,
  *                                GQA, with and without a sliding window and soft-capping: < 1e-4
  *   cuda_smollm2_greedy_matches_cpu  20 prompts x 32 greedy tokens, all 20 decoded as one batch
- *                                on the GPU (CUDA graphs on): same tokens as the CPU backend (a
- *                                divergence is accepted only right after a step whose CPU top-2
- *                                logits are within 0.1, as in issue 3), and graphs were replayed
+ *                                on the GPU (CUDA graphs on), against the CPU backend: at least
+ *                                as close as the CPU's own scalar path is to its AVX2 path (see
+ *                                the test for why the fixed 0.1 near-tie rule cannot hold)
  *   cuda_decode_graph_replays_new_inputs  four single-token "steps" (embed, rmsnorm, matmul)
  *                                with new token ids each: one graph captured, replayed with the
  *                                new ids (results equal the CPU backend's each time)
  *   cuda_graph_replay_is_exact   the batch decode with PARLEY_CUDA_GRAPH=0: identical tokens
+ *   cuda_smollm2_logits_match_cpu  an 83-token prompt and 8 teacher-forced steps: the GPU's
+ *                                logits no further (mean NMSE) from the CPU's than 4x the CPU
+ *                                scalar path's distance from its AVX2 path
  *
  * Each test calls SKIP ("skipped: no GPU: <why>") when be_cuda_probe finds no device, so a
  * machine without a GPU never reports a silent pass. The model test also skips when the model
  * file is absent (scripts/parleyctl model fetches it; PARLEY_SMOLLM2 overrides the path). */
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -114,58 +119,71 @@ static void rand_weight(gguf_ttype t, void *data, int64_t rows, int64_t cols)
             }
 }
 
-TEST(cuda_matmul_matches_cpu)
+/* Three weights of one type sharing the input in one call (as Q/K/V are), each writing its
+ * own columns of one output matrix; fused (quantise inside, one launch) or not. */
+static void matmul_case(bool fuse)
 {
-    if (!have_gpu())
-        return;
-    qt_init();
     static const gguf_ttype types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q4_0,
                                        GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0,
                                        GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
-    const int64_t rows = 96, cols = 512;
-    const int Ts[] = {1, 5, 16, 80};
+    const int64_t rows[3] = {96, 40, 8}, all = 144, cols = 512;
+    const int Ts[] = {1, 3, 5, 16, 80};
+    if (!fuse)
+        setenv("PARLEY_CUDA_FUSE", "0", 1);
     be_backend *cpu = NULL, *gpu = NULL;
     CHECK(be_cpu_create(2, 128, cols, 64, &cpu) == PL_OK);
     CHECK(be_cuda_create(0, 128, cols, 64, &gpu) == PL_OK);
-    if (!cpu || !gpu)
+    if (!cpu || !gpu) {
+        unsetenv("PARLEY_CUDA_FUSE");
         return;
-    float *X = malloc(128 * cols * sizeof(float)), *Yc = malloc(128 * rows * sizeof(float));
-    float *Yg = malloc(128 * rows * sizeof(float));
+    }
+    float *X = malloc(128 * cols * sizeof(float)), *Yc = malloc(128 * all * sizeof(float));
+    float *Yg = malloc(128 * all * sizeof(float));
     for (int64_t i = 0; i < 128 * cols; i++)
         X[i] = urand();
-    float *dX = up(gpu, X, 128 * cols), *dY = up(gpu, NULL, 128 * rows);
+    float *dX = up(gpu, X, 128 * cols), *dY = up(gpu, NULL, 128 * all);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const qt_traits *tr = qt_get(types[ti]);
         if (!tr) {
             printf("  %d: skipped: the CPU engine does not know this type\n", (int)types[ti]);
             continue;
         }
-        void *wd = malloc(qt_row_size(types[ti], cols) * rows);
-        rand_weight(types[ti], wd, rows, cols);
-        be_weight w = {.type = types[ti], .rows = rows, .cols = cols, .data = wd, .name = "w"};
-        const be_weight *W[1] = {&w};
+        void *wd[3];
+        be_weight w[3];
+        const be_weight *W[3];
+        for (int j = 0; j < 3; j++) {
+            wd[j] = malloc(qt_row_size(types[ti], cols) * rows[j]);
+            rand_weight(types[ti], wd[j], rows[j], cols);
+            w[j] = (be_weight){
+                .type = types[ti], .rows = rows[j], .cols = cols, .data = wd[j], .name = "w"};
+            W[j] = &w[j];
+        }
         for (size_t k = 0; k < sizeof Ts / sizeof Ts[0]; k++) {
             int T = Ts[k];
-            int64_t ld = rows;
-            float *yc[1] = {Yc}, *yg[1] = {dY};
-            cpu->ops->matmul(cpu, 1, W, X, cols, T, yc, &ld);
-            gpu->ops->matmul(gpu, 1, W, dX, cols, T, yg, &ld);
-            down(gpu, Yg, dY, (size_t)T * rows);
-            double e = nmse(Yg, Yc, (size_t)T * rows);
+            int64_t ld[3] = {all, all, all};
+            float *yc[3] = {Yc, Yc + rows[0], Yc + rows[0] + rows[1]};
+            float *yg[3] = {dY, dY + rows[0], dY + rows[0] + rows[1]};
+            cpu->ops->matmul(cpu, 3, W, X, cols, T, yc, ld);
+            gpu->ops->matmul(gpu, 3, W, dX, cols, T, yg, ld);
+            down(gpu, Yg, dY, (size_t)T * all);
+            double e = nmse(Yg, Yc, (size_t)T * all);
             if (!(e < 1e-4))
-                th_fail(__FILE__, __LINE__, "%s T=%d: nmse %g", tr->name, T, e);
+                th_fail(__FILE__, __LINE__, "%s T=%d%s: nmse %g", tr->name, T,
+                        fuse ? "" : " (not fused)", e);
             th_checked();
         }
-        /* The backend maps wd's address to its device copy; the next type's buffer may get
-         * the same address, so it starts from a fresh backend. */
-        free(wd);
+        /* The backend maps wd's address to its device copy; the next type's buffers may get
+         * the same addresses, so it starts from a fresh backend. */
+        for (int j = 0; j < 3; j++)
+            free(wd[j]);
         gpu->ops->free(gpu, dX, 0);
         gpu->ops->free(gpu, dY, 0);
         gpu->ops->destroy(gpu);
         CHECK(be_cuda_create(0, 128, cols, 64, &gpu) == PL_OK);
         dX = up(gpu, X, 128 * cols);
-        dY = up(gpu, NULL, 128 * rows);
+        dY = up(gpu, NULL, 128 * all);
     }
+    unsetenv("PARLEY_CUDA_FUSE");
     gpu->ops->free(gpu, dX, 0);
     gpu->ops->free(gpu, dY, 0);
     gpu->ops->destroy(gpu);
@@ -173,6 +191,15 @@ TEST(cuda_matmul_matches_cpu)
     free(X);
     free(Yc);
     free(Yg);
+}
+
+TEST(cuda_matmul_matches_cpu)
+{
+    if (!have_gpu())
+        return;
+    qt_init();
+    matmul_case(true);
+    matmul_case(false);
 }
 
 static void check_close(const char *what, const float *g, const float *c, size_t n)
@@ -294,15 +321,14 @@ TEST(cuda_ops_match_cpu)
     free(a), free(bb), free(w), free(hc), free(hg);
 }
 
-TEST(cuda_attention_matches_cpu)
+/* head_dim 64 and 256 take the kernel's 16-byte tile loads, 36 its one-half-at-a-time path. */
+static void attention_case(int hd)
 {
-    if (!have_gpu())
-        return;
-    const int nh = 6, nkv = 2, hd = 64, kvd = nkv * hd, nblocks = 24;
+    const int nh = 6, nkv = 2, kvd = nkv * hd, nblocks = 24;
     const size_t bs = (size_t)2 * BE_KV_BLOCK * kvd * 2; /* one layer: K then V */
     be_backend *cpu = NULL, *gpu = NULL;
-    CHECK(be_cpu_create(2, 256, 1024, 128, &cpu) == PL_OK);
-    CHECK(be_cuda_create(0, 256, 1024, 128, &gpu) == PL_OK);
+    CHECK(be_cpu_create(2, 256, 2048, 128, &cpu) == PL_OK);
+    CHECK(be_cuda_create(0, 256, 2048, 128, &gpu) == PL_OK);
     if (!cpu || !gpu)
         return;
     uint8_t *kc = cpu->ops->alloc(cpu, bs * nblocks), *kg = gpu->ops->alloc(gpu, bs * nblocks);
@@ -341,7 +367,7 @@ TEST(cuda_attention_matches_cpu)
             int rows = only_decode ? 1 : Tq;
             down(gpu, og, dout, (size_t)rows * nh * hd);
             char what[64];
-            snprintf(what, sizeof what, "attention window %d softcap %g%s", ps[pi].window,
+            snprintf(what, sizeof what, "attention hd %d window %d softcap %g%s", hd, ps[pi].window,
                      ps[pi].softcap, only_decode ? " (decode)" : "");
             check_close(what, og, oc, (size_t)rows * nh * hd);
         }
@@ -351,6 +377,15 @@ TEST(cuda_attention_matches_cpu)
     gpu->ops->destroy(gpu);
     cpu->ops->destroy(cpu);
     free(k), free(v), free(q), free(oc), free(og);
+}
+
+TEST(cuda_attention_matches_cpu)
+{
+    if (!have_gpu())
+        return;
+    attention_case(64);
+    attention_case(256);
+    attention_case(36);
 }
 
 TEST(cuda_decode_graph_replays_new_inputs)
@@ -408,6 +443,24 @@ static const char *smol_path(void)
     return e && *e ? e : "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
+/* The SmolLM2 model for the whole-model tests; NULL (the test skipped or failed, saying why)
+ * without a GPU, without the file, or when it does not load. */
+static eng_model *load_smollm2(void)
+{
+    if (!have_gpu())
+        return NULL;
+    FILE *f = fopen(smol_path(), "rb");
+    if (!f) {
+        th_skip("SmolLM2 model file absent (scripts/parleyctl model)");
+        return NULL;
+    }
+    fclose(f);
+    qt_init();
+    eng_model *m = NULL;
+    CHECK(eng_model_load(smol_path(), NULL, &m) == PL_OK);
+    return m;
+}
+
 static const char *const prompts[20] = {
     "The capital of France is",
     "Write a haiku about the sea.",
@@ -432,22 +485,32 @@ static const char *const prompts[20] = {
 };
 #define N_GEN 32
 
-/* Greedy-decodes all prompts as one batch on `device`; tokens[p][i] and, for the CPU, the gap
- * between the top two logits at each step (gap may be NULL). */
-static bool run_greedy(eng_model *m, const char *device, int32_t tokens[20][N_GEN],
-                       float gap[20][N_GEN])
+/* A context on `device` for the whole-model tests (prefix caching off, 512-token steps); NULL
+ * after failing the test, saying why. */
+static eng_ctx *test_ctx(eng_model *m, const char *device, int max_seqs, int threads)
 {
     eng_ctx_params p = {.kv_budget_bytes = 64 << 20,
-                        .max_seqs = 20,
-                        .n_threads = 2,
+                        .max_seqs = max_seqs,
+                        .n_threads = threads,
                         .max_batch_tokens = 512,
                         .no_prefix_cache = true,
                         .device = device};
     eng_ctx *c = NULL;
     if (eng_ctx_create(m, &p, &c) != PL_OK) {
         th_fail(__FILE__, __LINE__, "context on %s: %s", device, pl_err_last());
-        return false;
+        return NULL;
     }
+    return c;
+}
+
+/* Greedy-decodes all prompts as one batch on `device`; tokens[p][i] and, for the CPU, the gap
+ * between the top two logits at each step (gap may be NULL). */
+static bool run_greedy(eng_model *m, const char *device, int32_t tokens[20][N_GEN],
+                       float gap[20][N_GEN])
+{
+    eng_ctx *c = test_ctx(m, device, 20, 2);
+    if (!c)
+        return false;
     const tok *tk = eng_model_tok(m);
     eng_model_info info;
     eng_model_get_info(m, &info);
@@ -489,58 +552,170 @@ static bool run_greedy(eng_model *m, const char *device, int32_t tokens[20][N_GE
     return ok;
 }
 
+/* Where `t` first leaves the reference `ref` for each prompt: counts the prompts identical over
+ * N_GEN tokens and the divergences at a reference top-2 gap of at least 0.1 (the near-tie rule
+ * of issue 3), printing each of the latter. */
+static void divergences(const char *what, int32_t ref[20][N_GEN], float gap[20][N_GEN],
+                        int32_t t[20][N_GEN], int *same, int *wide)
+{
+    *same = *wide = 0;
+    for (int i = 0; i < 20; i++) {
+        int s = 0;
+        while (s < N_GEN && ref[i][s] == t[i][s])
+            s++;
+        if (s == N_GEN) {
+            (*same)++;
+        } else if (gap[i][s] >= 0.1f) {
+            (*wide)++;
+            printf("  %s: prompt %d diverges at token %d (cpu %d, here %d, cpu top-2 gap %.3f)\n",
+                   what, i, s, ref[i][s], t[i][s], gap[i][s]);
+        }
+    }
+    printf("  %s: %d/20 prompts identical for %d tokens, %d diverged at a top-2 gap >= 0.1\n", what,
+           *same, N_GEN, *wide);
+}
+
+/* The GPU must agree with the CPU's AVX2 path at least as well as the CPU's own scalar path does.
+ * Activations are quantised to 8 bits before every product, so a different order of float
+ * additions flips a few quantisation steps and the logits of two correct implementations differ
+ * by an NMSE near 1e-3 on this model (scalar against AVX2: 8e-4 on the first step); greedy
+ * decoding then parts at top-2 gaps above issue 3's 0.1 too (scalar against AVX2 did at gaps
+ * up to 0.2 on these prompts). So: at most 2 fewer prompts identical than the scalar path, and
+ * at most 2 more divergences at a gap of 0.1 or more (on an H100: 7 and 4, the scalar path 8
+ * and 3). */
 TEST(cuda_smollm2_greedy_matches_cpu)
 {
-    if (!have_gpu())
-        return;
-    FILE *f = fopen(smol_path(), "rb");
-    if (!f) {
-        SKIP("SmolLM2 model file absent (scripts/parleyctl model)");
-        return;
-    }
-    fclose(f);
-    qt_init();
-    eng_model *m = NULL;
-    CHECK(eng_model_load(smol_path(), NULL, &m) == PL_OK);
+    eng_model *m = load_smollm2();
     if (!m)
         return;
-    static int32_t tc[20][N_GEN], tg[20][N_GEN];
+    static int32_t tc[20][N_GEN], ts[20][N_GEN], tg[20][N_GEN];
     static float gap[20][N_GEN];
-    if (run_greedy(m, "cpu", tc, gap) && run_greedy(m, "cuda:0", tg, NULL)) {
-        int same = 0, near_tie = 0;
-        for (int i = 0; i < 20; i++) {
-            int s = 0;
-            while (s < N_GEN && tc[i][s] == tg[i][s])
-                s++;
-            if (s == N_GEN)
-                same++;
-            else if (gap[i][s] < 0.1f)
-                near_tie++; /* the CPU's own top two were within 0.1 at the divergence */
-            else
-                th_fail(__FILE__, __LINE__,
-                        "prompt %d diverges at token %d (cpu %d, gpu %d, "
-                        "cpu top-2 gap %.3f)",
-                        i, s, tc[i][s], tg[i][s], gap[i][s]);
-        }
-        printf("  %d/20 prompts identical for %d tokens, %d diverged after a near-tie\n", same,
-               N_GEN, near_tie);
+    bool ok = run_greedy(m, "cpu", tc, gap);
+    qt_force_scalar(true);
+    ok = ok && run_greedy(m, "cpu", ts, NULL);
+    qt_force_scalar(false);
+    if (ok && run_greedy(m, "cuda:0", tg, NULL)) {
+        int same_s, wide_s, same_g, wide_g;
+        divergences("cpu scalar", tc, gap, ts, &same_s, &wide_s);
+        divergences("gpu", tc, gap, tg, &same_g, &wide_g);
+        if (same_g < same_s - 2)
+            th_fail(__FILE__, __LINE__, "gpu: %d prompts identical, the scalar CPU path %d", same_g,
+                    same_s);
+        if (wide_g > wide_s + 2)
+            th_fail(__FILE__, __LINE__,
+                    "gpu: %d divergences at a gap >= 0.1, the scalar CPU path %d", wide_g, wide_s);
         th_checked();
     }
     eng_model_free(m);
 }
 
+/* The logits of one prompt (its last position) and of N_FORCED teacher-forced single-token steps
+ * after it, on `device` with `threads` CPU threads, the prompt fed `chunk` tokens per step. */
+#define N_FORCED 8
+static bool run_logits(eng_model *m, const char *device, int threads, int chunk, const int32_t *ids,
+                       int n, const int32_t *forced, float *out, int n_vocab, bool scalar)
+{
+    qt_force_scalar(scalar);
+    eng_ctx *c = test_ctx(m, device, 1, threads);
+    if (!c) {
+        qt_force_scalar(false);
+        return false;
+    }
+    int32_t seq;
+    eng_seq_add(c, &seq);
+    bool ok = true;
+    for (int off = 0; off < n && ok; off += chunk) {
+        int k = n - off < chunk ? n - off : chunk;
+        eng_item it = {seq, ids + off, k, off + k == n};
+        ok = eng_step(c, &it, 1) == PL_OK;
+    }
+    if (ok)
+        memcpy(out, eng_logits(c, 0), (size_t)n_vocab * sizeof(float));
+    for (int s = 0; s < N_FORCED && ok; s++) {
+        eng_item it = {seq, &forced[s], 1, true};
+        ok = eng_step(c, &it, 1) == PL_OK;
+        if (ok)
+            memcpy(out + (size_t)(s + 1) * (size_t)n_vocab, eng_logits(c, 0),
+                   (size_t)n_vocab * sizeof(float));
+    }
+    if (!ok)
+        th_fail(__FILE__, __LINE__, "step on %s: %s", device, pl_err_last());
+    eng_ctx_free(c);
+    qt_force_scalar(false);
+    return ok;
+}
+
+static void logit_diff(const char *what, const float *a, const float *ref, int n_vocab,
+                       double *worst)
+{
+    double e_max = 0, d_max = 0, e_sum = 0;
+    for (int r = 0; r <= N_FORCED; r++) {
+        const float *x = a + (size_t)r * (size_t)n_vocab, *y = ref + (size_t)r * (size_t)n_vocab;
+        double e = nmse(x, y, (size_t)n_vocab);
+        e_sum += e;
+        e_max = e > e_max ? e : e_max;
+        for (int v = 0; v < n_vocab; v++)
+            d_max = fabs((double)x[v] - y[v]) > d_max ? fabs((double)x[v] - y[v]) : d_max;
+    }
+    printf("  %-38s NMSE mean %.3g max %.3g, max |diff| %.4f\n", what, e_sum / (N_FORCED + 1),
+           e_max, d_max);
+    *worst = e_sum / (N_FORCED + 1);
+}
+
+/* How far the GPU's logits are from the CPU's (AVX2) on a real model, next to how far the CPU's
+ * own scalar path is from them: the GPU may be at most 4x further (mean NMSE over the prompt's
+ * last position and 8 teacher-forced steps). The CPU fed token by token is also compared: it is
+ * bit-identical to one step, which shows the distance comes from arithmetic order, not batching. */
+TEST(cuda_smollm2_logits_match_cpu)
+{
+    eng_model *m = load_smollm2();
+    if (!m)
+        return;
+    eng_model_info info;
+    eng_model_get_info(m, &info);
+    const char *text =
+        "The history of the bicycle begins in the early nineteenth century, when inventors in "
+        "Europe built wooden machines pushed along by the rider's feet. Pedals came later, and "
+        "with them chains, gears and air-filled tyres, which made cycling comfortable enough for "
+        "ordinary people. Today bicycles are used for commuting, racing and touring all over "
+        "the world, and many cities build separate lanes to keep riders safe from traffic.";
+    const char *cont = " In the Netherlands there are more bicycles than people, and";
+    const tok *tk = eng_model_tok(m);
+    int32_t ids[256], forced[64];
+    int n = (int)tok_encode(tk, text, strlen(text), true, false, ids, 256);
+    int nf = (int)tok_encode(tk, cont, strlen(cont), false, false, forced, 64);
+    CHECK(n > 64 && nf >= N_FORCED);
+    size_t sz = (size_t)(N_FORCED + 1) * (size_t)info.n_vocab;
+    float *cpu = malloc(sz * 4), *cpu_tok = malloc(sz * 4), *scal = malloc(sz * 4),
+          *gpu = malloc(sz * 4), *gpu_tok = malloc(sz * 4);
+    if (n > 64 && nf >= N_FORCED &&
+        run_logits(m, "cpu", 2, n, ids, n, forced, cpu, info.n_vocab, false) &&
+        run_logits(m, "cpu", 1, 1, ids, n, forced, cpu_tok, info.n_vocab, false) &&
+        run_logits(m, "cpu", 2, n, ids, n, forced, scal, info.n_vocab, true) &&
+        run_logits(m, "cuda:0", 2, n, ids, n, forced, gpu, info.n_vocab, false) &&
+        run_logits(m, "cuda:0", 2, 1, ids, n, forced, gpu_tok, info.n_vocab, false)) {
+        double e_tok, e_scal, e_gpu, e_gpu_tok;
+        printf("  prompt of %d tokens, then %d forced steps; against the CPU (AVX2, one step):\n",
+               n, N_FORCED);
+        logit_diff("cpu, prompt token by token, 1 thread", cpu_tok, cpu, info.n_vocab, &e_tok);
+        logit_diff("cpu scalar path", scal, cpu, info.n_vocab, &e_scal);
+        logit_diff("gpu, prompt in one step", gpu, cpu, info.n_vocab, &e_gpu);
+        logit_diff("gpu, prompt token by token", gpu_tok, cpu, info.n_vocab, &e_gpu_tok);
+        CHECK(e_tok == 0); /* the CPU does not depend on how the prompt is batched */
+        double bound = 4 * e_scal > 1e-5 ? 4 * e_scal : 1e-5;
+        if (e_gpu > bound || e_gpu_tok > bound)
+            th_fail(__FILE__, __LINE__,
+                    "GPU logits mean NMSE %.3g / %.3g exceed %.3g (4x the scalar CPU path's %.3g)",
+                    e_gpu, e_gpu_tok, bound, e_scal);
+        th_checked();
+    }
+    free(cpu), free(cpu_tok), free(scal), free(gpu), free(gpu_tok);
+    eng_model_free(m);
+}
+
 TEST(cuda_graph_replay_is_exact)
 {
-    if (!have_gpu())
-        return;
-    FILE *f = fopen(smol_path(), "rb");
-    if (!f) {
-        SKIP("SmolLM2 model file absent (scripts/parleyctl model)");
-        return;
-    }
-    fclose(f);
-    eng_model *m = NULL;
-    CHECK(eng_model_load(smol_path(), NULL, &m) == PL_OK);
+    eng_model *m = load_smollm2();
     if (!m)
         return;
     static int32_t ta[20][N_GEN], tb[20][N_GEN];
@@ -548,6 +723,15 @@ TEST(cuda_graph_replay_is_exact)
     bool ok = run_greedy(m, "cuda:0", ta, NULL);
     unsetenv("PARLEY_CUDA_GRAPH");
     ok = ok && run_greedy(m, "cuda:0", tb, NULL);
+    if (ok)
+        CHECK(memcmp(ta, tb, sizeof ta) == 0);
+    /* the same with every product on cuBLAS (F16 weight copies), graphed and not */
+    setenv("PARLEY_CUDA_GEMM_MIN_T", "1", 1);
+    setenv("PARLEY_CUDA_GRAPH", "0", 1);
+    ok = run_greedy(m, "cuda:0", ta, NULL);
+    unsetenv("PARLEY_CUDA_GRAPH");
+    ok = ok && run_greedy(m, "cuda:0", tb, NULL);
+    unsetenv("PARLEY_CUDA_GEMM_MIN_T");
     if (ok)
         CHECK(memcmp(ta, tb, sizeof ta) == 0);
     eng_model_free(m);
