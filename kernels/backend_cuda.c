@@ -1060,6 +1060,14 @@ static void cu_attention(be_backend *b, float *out, int64_t ldo, const float *q,
     k->i[7] = n_split, k->p[6] = c->attn_part;
 }
 
+/* The KV cache's copy-on-write of a shared block: a device-to-device copy in the step's order. */
+static void cu_copy(be_backend *b, void *dst, const void *src, size_t bytes)
+{
+    cu_cmd *k = cmd_new(cu(b), CMD_D2D);
+    k->p[0] = dst, k->p[1] = (void *)src, k->l[0] = (int64_t)bytes;
+    cu(b)->step_graphable = false; /* it runs alone before the next step: no graph for that */
+}
+
 /* Page-locked, so the per-step logits copy runs at full link speed and needs no staging. */
 static void *cu_host_alloc(be_backend *b, size_t bytes)
 {
@@ -1099,6 +1107,7 @@ static const be_ops cu_ops = {
     .gelu_mul = cu_gelu_mul,
     .scale = cu_scale,
     .softcap = cu_softcap,
+    .copy = cu_copy,
     .host_alloc = cu_host_alloc,
     .host_free = cu_host_free,
 };

@@ -16,6 +16,8 @@
  *                                with new token ids each: one graph captured, replayed with the
  *                                new ids (results equal the CPU backend's each time)
  *   cuda_graph_replay_is_exact   the batch decode with PARLEY_CUDA_GRAPH=0: identical tokens
+ *   cuda_prefix_cache_is_exact   prefix-cache hits and a copy-on-write on the device: logits
+ *                                bit-identical to a context without the cache
  *   cuda_smollm2_logits_match_cpu  an 83-token prompt and 8 teacher-forced steps: the GPU's
  *                                logits no further (mean NMSE) from the CPU's than 4x the CPU
  *                                scalar path's distance from its AVX2 path
@@ -485,15 +487,16 @@ static const char *const prompts[20] = {
 };
 #define N_GEN 32
 
-/* A context on `device` for the whole-model tests (prefix caching off, 512-token steps); NULL
- * after failing the test, saying why. */
-static eng_ctx *test_ctx(eng_model *m, const char *device, int max_seqs, int threads)
+/* A context on `device` for the whole-model tests (512-token steps); NULL after failing the
+ * test, saying why. */
+static eng_ctx *test_ctx(eng_model *m, const char *device, int max_seqs, int threads,
+                         bool prefix_cache)
 {
     eng_ctx_params p = {.kv_budget_bytes = 64 << 20,
                         .max_seqs = max_seqs,
                         .n_threads = threads,
                         .max_batch_tokens = 512,
-                        .no_prefix_cache = true,
+                        .no_prefix_cache = !prefix_cache,
                         .device = device};
     eng_ctx *c = NULL;
     if (eng_ctx_create(m, &p, &c) != PL_OK) {
@@ -508,7 +511,7 @@ static eng_ctx *test_ctx(eng_model *m, const char *device, int max_seqs, int thr
 static bool run_greedy(eng_model *m, const char *device, int32_t tokens[20][N_GEN],
                        float gap[20][N_GEN])
 {
-    eng_ctx *c = test_ctx(m, device, 20, 2);
+    eng_ctx *c = test_ctx(m, device, 20, 2, false);
     if (!c)
         return false;
     const tok *tk = eng_model_tok(m);
@@ -616,7 +619,7 @@ static bool run_logits(eng_model *m, const char *device, int threads, int chunk,
                        int n, const int32_t *forced, float *out, int n_vocab, bool scalar)
 {
     qt_force_scalar(scalar);
-    eng_ctx *c = test_ctx(m, device, 1, threads);
+    eng_ctx *c = test_ctx(m, device, 1, threads, false);
     if (!c) {
         qt_force_scalar(false);
         return false;
@@ -734,5 +737,76 @@ TEST(cuda_graph_replay_is_exact)
     unsetenv("PARLEY_CUDA_GEMM_MIN_T");
     if (ok)
         CHECK(memcmp(ta, tb, sizeof ta) == 0);
+    eng_model_free(m);
+}
+
+/* Runs n tokens on sequence s in one step and copies its logits to out. */
+static bool pc_step(eng_ctx *c, eng_seq_id s, const int32_t *toks, int n, float *out, int V)
+{
+    eng_item it = {s, toks, n, true};
+    if (eng_step(c, &it, 1) != PL_OK) {
+        th_fail(__FILE__, __LINE__, "step: %s", pl_err_last());
+        return false;
+    }
+    memcpy(out, eng_logits(c, 0), (size_t)V * sizeof(float));
+    return true;
+}
+
+/* The prefix cache on the GPU (the copy-on-write of a shared block is a device copy): sequence
+ * a runs a 48-token prompt, b starts on the same prompt plus 8 tokens (the 3 blocks found in
+ * the cache), then a rolls back into its third block, which b shares, and runs 8 other tokens.
+ * A context without the cache runs the same steps with the same shapes, so the logits must be
+ * bit-identical: the cached blocks hold what a recomputation would write. */
+TEST(cuda_prefix_cache_is_exact)
+{
+    eng_model *m = load_smollm2();
+    if (!m)
+        return;
+    eng_model_info info;
+    eng_model_get_info(m, &info);
+    const int V = info.n_vocab;
+    enum { NP = 48, NR = 8 };
+    int32_t p[NP + NR], q[NR];
+    for (int i = 0; i < NP + NR; i++)
+        p[i] = (int32_t)((i * 104729 + 11) % V);
+    for (int i = 0; i < NR; i++)
+        q[i] = (int32_t)((i * 7727 + 5) % V);
+    float *on[3], *off[3];
+    for (int i = 0; i < 3; i++)
+        on[i] = malloc((size_t)V * 4), off[i] = malloc((size_t)V * 4);
+    for (int pass = 0; pass < 2; pass++) {
+        bool cache = pass == 0;
+        float **out = cache ? on : off;
+        eng_ctx *c = test_ctx(m, "cuda:0", 2, 2, cache);
+        if (!c)
+            break;
+        eng_seq_id a, b;
+        int32_t ka = -1, kb = -1;
+        bool ok = eng_seq_add_prompt(c, p, NP, &a, &ka) == PL_OK && ka == 0 &&
+                  pc_step(c, a, p, NP, out[0], V) &&
+                  eng_seq_add_prompt(c, p, NP + NR, &b, &kb) == PL_OK;
+        CHECK(ok);
+        CHECK_EQ_INT(kb, cache ? NP : 0);
+        if (ok && kb == 0)
+            ok = pc_step(c, b, p, NP, out[1], V); /* no cache: b computes the prompt itself */
+        ok = ok && pc_step(c, b, p + NP, NR, out[1], V);
+        ok = ok && eng_seq_truncate(c, a, 40) == PL_OK && pc_step(c, a, q, NR, out[2], V);
+        CHECK(ok);
+        if (cache) {
+            eng_kv_stats ks;
+            eng_kv_get_stats(c, &ks);
+            CHECK(ks.prefix_hits == NP);
+        }
+        eng_ctx_free(c);
+    }
+    static const char *what[3] = {"first prompt", "the sharer",
+                                  "after a rollback into a shared block"};
+    for (int i = 0; i < 3; i++)
+        if (memcmp(on[i], off[i], (size_t)V * 4) != 0)
+            th_fail(__FILE__, __LINE__, "%s: logits differ with the prefix cache (nmse %g)",
+                    what[i], nmse(on[i], off[i], (size_t)V));
+    th_checked();
+    for (int i = 0; i < 3; i++)
+        free(on[i]), free(off[i]);
     eng_model_free(m);
 }

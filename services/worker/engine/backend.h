@@ -131,6 +131,10 @@ typedef struct be_ops {
     /* x[i] = cap * tanh(x[i] / cap) for i < n (logit soft-capping; cap > 0). */
     void (*softcap)(be_backend *b, float *x, int64_t n, float cap);
 
+    /* Optional for host-memory backends: dst = src, bytes of backend memory (queued in order
+     * with the other ops). The KV cache's copy-on-write of a shared block uses it. */
+    void (*copy)(be_backend *b, void *dst, const void *src, size_t bytes);
+
     /* Optional: host memory that to_host copies into fastest (page-locked on a GPU). NULL means
      * malloc / free. host_alloc returns NULL on failure. */
     void *(*host_alloc)(be_backend *b, size_t bytes);

@@ -183,6 +183,12 @@ static float **act_slot(eng_ctx *c, int i)
     return slots[i];
 }
 
+static void kv_copy_on_backend(void *ctx, void *dst, const void *src, size_t n)
+{
+    be_backend *b = ctx;
+    b->ops->copy(b, dst, src, n);
+}
+
 pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
 {
     *out = NULL;
@@ -232,9 +238,11 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
                     .max_seqs = p.max_seqs,
                     .max_seq_len = p.max_seq_len,
                     .budget_bytes = p.kv_budget_bytes,
-                    /* Copy-on-write of a shared block is a host memcpy (kv.c): a device
-                     * backend would need a device-to-device block copy op first. */
-                    .prefix_cache = !p.no_prefix_cache && be_host_memory(c->b)};
+                    /* copy-on-write of a shared block: a memcpy in host memory, else the
+                     * backend's copy op (without one, no prefix cache) */
+                    .prefix_cache = !p.no_prefix_cache && (be_host_memory(c->b) || c->b->ops->copy),
+                    .copy = be_host_memory(c->b) ? NULL : kv_copy_on_backend,
+                    .copy_ctx = c->b};
     c->kv_storage_bytes = kv_storage_bytes(&kp);
     if (c->kv_storage_bytes == 0) {
         st = PL_ERRF(PL_INVALID,

@@ -8,9 +8,8 @@
  *
  * Threading: none; the owning engine context serialises calls. Ownership: the cache owns its
  * tables; the block storage is borrowed from the caller. Apart from the copy-on-write of a
- * shared block (a memcpy, so the storage must be host-addressable, as the CPU backend's is),
- * this file never touches the K/V bytes (the backend's kv_store/attention do): it only decides
- * where they go. */
+ * shared block (kv_params.copy, or a memcpy for host storage), this file never touches the K/V
+ * bytes (the backend's kv_store/attention do): it only decides where they go. */
 #include "kv.h"
 
 #include <stdlib.h>
@@ -422,8 +421,12 @@ pl_status kv_reserve(kv_cache *kv, int32_t seq, int32_t n)
         int32_t i = s->len / BE_KV_BLOCK, old = s->table[i];
         if (cow) {
             int32_t b = alloc_block(kv);
-            memcpy(kv->storage + (size_t)b * kv->block_bytes,
-                   kv->storage + (size_t)old * kv->block_bytes, kv->block_bytes);
+            uint8_t *dst = kv->storage + (size_t)b * kv->block_bytes;
+            const uint8_t *src = kv->storage + (size_t)old * kv->block_bytes;
+            if (kv->p.copy)
+                kv->p.copy(kv->p.copy_ctx, dst, src, kv->block_bytes);
+            else
+                memcpy(dst, src, kv->block_bytes);
             unref_block(kv, old); /* still referenced by the sharers */
             s->table[i] = b;
         } else if (kv->cached[old]) {

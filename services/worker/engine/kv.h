@@ -44,7 +44,11 @@ typedef struct kv_params {
     int max_seqs;
     int max_seq_len; /* tokens per sequence */
     size_t budget_bytes;
-    bool prefix_cache; /* share full blocks by content (see above); needs host storage */
+    bool prefix_cache; /* share full blocks by content (see above) */
+    /* Copies n bytes of block storage (the copy-on-write of a shared block); NULL: memcpy, for
+     * host storage. A device backend's copy is queued in order with its other work. */
+    void (*copy)(void *ctx, void *dst, const void *src, size_t n);
+    void *copy_ctx;
 } kv_params;
 
 /* Bytes of one block for these parameters. */
