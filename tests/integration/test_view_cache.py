@@ -64,7 +64,10 @@ def test_open_is_cached_and_every_api_change_shows_at_once(served):
 
     # a new turn (and its completion)
     sneak_title(stack, u, conv, "renamed")
-    turn(stack, tok, conv, "And again.")
+    start2, _, _, _ = turn(stack, tok, conv, "And again.")
+    # as above: the answer is stored just after its stream ends
+    wait_message(stack, tok, conv, start2["assistant_message_id"],
+                 lambda m: m["status"] != "pending")
     c = conversation(stack, tok, conv)
     assert len(c["messages"]) == 4 and c["messages"][3]["status"] == "complete", c["messages"]
 
