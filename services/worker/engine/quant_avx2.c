@@ -566,11 +566,47 @@ TILE_SET(tiles_bf16, tile_float(w, ws, x, xs, n, RW, RB, 2, out))
 TILE_SET(tiles_q4_0, tile_sq8(w, ws, x, xs, n / QK4_0, RW, RB, SQ_Q4_0, out))
 TILE_SET(tiles_q8_0, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
 TILE_SET(tiles_q5_0, tile_sq8(w, ws, x, xs, n / QK5_0, RW, RB, SQ_Q5_0, out))
+/* Two repacked rows against up to four activation rows (prefill of Q4_0 / Q5_0 / Q8_0). */
+TILE_FN(tiles_q8_0w, 2, 1, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
+TILE_FN(tiles_q8_0w, 2, 2, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
+TILE_FN(tiles_q8_0w, 2, 3, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
+TILE_FN(tiles_q8_0w, 2, 4, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
+static const tile_fn tiles_q8_0w[3][5] = {
+    {NULL},
+    {NULL, tiles_q8_0_1_1, tiles_q8_0_1_2, tiles_q8_0_1_3, tiles_q8_0_1_4},
+    {NULL, tiles_q8_0w_2_1, tiles_q8_0w_2_2, tiles_q8_0w_2_3, tiles_q8_0w_2_4},
+};
 TILE_SET(tiles_q4_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 0, out))
 TILE_SET(tiles_q5_1, tile_q4_1(w, ws, x, xs, n / QK5_1, RW, RB, 1, out))
 TILE_SET_1ROW(tiles_q4_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 0, out))
 TILE_SET_1ROW(tiles_q5_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 1, out))
 TILE_SET_1ROW(tiles_q6_k, tile_q6_k(w, ws, x, xs, n / QK_K, RW, RB, out))
+
+/* Q4_0 / Q5_0 rows as Q8_0: the same scale and the same signed quants (q − 8, q − 16), so
+ * tile_sq8 computes bit-identical products from either form. A prefill step unpacks each weight
+ * row once this way instead of once per group of four activation rows. */
+static void repack_sq8(const char *w, char *out, int64_t nb, const int kind)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d;
+        __m256i q = signed_quants(w, i, kind, &d);
+        blk_q8_0 *o = (blk_q8_0 *)out + i;
+        o->d = kind == SQ_Q4_0 ? ((const blk_q4_0 *)w)[i].d : ((const blk_q5_0 *)w)[i].d;
+        _mm256_storeu_si256((__m256i *)o->qs, q);
+    }
+}
+static void repack_q4_0(const char *w, char *out, int64_t nb)
+{
+    repack_sq8(w, out, nb, SQ_Q4_0);
+}
+static void repack_q5_0(const char *w, char *out, int64_t nb)
+{
+    repack_sq8(w, out, nb, SQ_Q5_0);
+}
+
+/* Activation rows from which a weight row is repacked to Q8_0 first (where a repack exists). */
+#define REPACK_MIN_ROWS   8
+#define REPACK_MAX_BLOCKS 1024 /* two rows of Q8_0 on the stack (68 KiB): up to 32,768 columns */
 
 /* Activation bytes per chunk: a chunk of activation rows stays in L2 (512 KiB per core on the
  * CPUs we measure) while every weight row of the range streams through it once. */
@@ -578,8 +614,12 @@ TILE_SET_1ROW(tiles_q6_k, tile_q6_k(w, ws, x, xs, n / QK_K, RW, RB, out))
 
 static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W, int64_t cols,
                      const void *xq, size_t xs, int B, float *Y, int64_t ldy, int64_t r0,
-                     int64_t r1)
+                     int64_t r1, void (*repack)(const char *, char *, int64_t))
 {
+    blk_q8_0 packed[2 * REPACK_MAX_BLOCKS];
+    int64_t nb8 = cols / QK8_0;
+    if (!repack || B < REPACK_MIN_ROWS || nb8 > REPACK_MAX_BLOCKS)
+        repack = NULL;
     int chunk = B;
     if (xs > 0 && (size_t)B * xs > ACT_CHUNK_BYTES) {
         chunk = (int)(ACT_CHUNK_BYTES / xs) & ~3;
@@ -591,10 +631,20 @@ static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W,
         for (int64_t r = r0; r < r1;) {
             const char *w = (const char *)W + (size_t)r * row_bytes;
             int rw = bn <= 2 && r + 1 < r1 && tiles[2][bn] ? 2 : 1;
+            const tile_fn(*t)[5] = tiles;
+            size_t ws = row_bytes;
+            if (repack && bn >= REPACK_MIN_ROWS) {
+                rw = r + 1 < r1 ? 2 : 1;
+                ws = (size_t)nb8 * sizeof(blk_q8_0);
+                for (int k = 0; k < rw; k++)
+                    repack(w + (size_t)k * row_bytes, (char *)packed + (size_t)k * ws, nb8);
+                w = (const char *)packed;
+                t = tiles_q8_0w;
+            }
             float o[8];
             for (int b = 0; b < bn; b += 4) {
                 int nb = bn - b < 4 ? bn - b : 4;
-                tiles[rw][nb](w, row_bytes, x0 + (size_t)b * xs, xs, cols, o);
+                t[rw][nb](w, ws, x0 + (size_t)b * xs, xs, cols, o);
                 for (int k = 0; k < rw; k++)
                     for (int j = 0; j < nb; j++)
                         Y[(int64_t)(b0 + b + j) * ldy + r + k] = o[k * nb + j];
@@ -604,20 +654,21 @@ static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W,
     }
 }
 
-#define MM_FN(name, tiles, row_bytes_expr)                                                         \
+#define MM_FN_R(name, tiles, row_bytes_expr, repack)                                               \
     static void name(const void *W, int64_t cols, const void *xq, size_t xs, int B, float *Y,      \
                      int64_t ldy, int64_t r0, int64_t r1)                                          \
     {                                                                                              \
-        mm_drive(tiles, (row_bytes_expr), W, cols, xq, xs, B, Y, ldy, r0, r1);                     \
+        mm_drive(tiles, (row_bytes_expr), W, cols, xq, xs, B, Y, ldy, r0, r1, repack);             \
     }
+#define MM_FN(name, tiles, row_bytes_expr) MM_FN_R(name, tiles, row_bytes_expr, NULL)
 
 MM_FN(mm_f32, tiles_f32, (size_t)cols * sizeof(float))
 MM_FN(mm_f16, tiles_f16, (size_t)cols * sizeof(qt_f16))
 MM_FN(mm_bf16, tiles_bf16, (size_t)cols * sizeof(qt_bf16))
-MM_FN(mm_q4_0, tiles_q4_0, (size_t)(cols / QK4_0) * sizeof(blk_q4_0))
+MM_FN_R(mm_q4_0, tiles_q4_0, (size_t)(cols / QK4_0) * sizeof(blk_q4_0), repack_q4_0)
 MM_FN(mm_q8_0, tiles_q8_0, (size_t)(cols / QK8_0) * sizeof(blk_q8_0))
 MM_FN(mm_q4_1, tiles_q4_1, (size_t)(cols / QK4_1) * sizeof(blk_q4_1))
-MM_FN(mm_q5_0, tiles_q5_0, (size_t)(cols / QK5_0) * sizeof(blk_q5_0))
+MM_FN_R(mm_q5_0, tiles_q5_0, (size_t)(cols / QK5_0) * sizeof(blk_q5_0), repack_q5_0)
 MM_FN(mm_q5_1, tiles_q5_1, (size_t)(cols / QK5_1) * sizeof(blk_q5_1))
 MM_FN(mm_q4_k, tiles_q4_k, (size_t)(cols / QK_K) * sizeof(blk_q4_k))
 MM_FN(mm_q5_k, tiles_q5_k, (size_t)(cols / QK_K) * sizeof(blk_q5_k))

@@ -994,6 +994,9 @@ TEST(quant_matmul_equals_matvec)
     check_matmul(&r, GGML_Q4_0, 8, 32 * 9, 21);
     check_matmul(&r, GGML_Q8_0, 7, 32 * 48, 64);
     check_matmul(&r, GGML_Q5_0, 9, 640, 37);
+    /* Q4_0 / Q5_0 rows repacked to Q8_0 for 8+ activation rows, by pairs and one odd row */
+    check_matmul(&r, GGML_Q5_0, 7, 640, 301);
+    check_matmul(&r, GGML_Q4_0, 5, 32 * 9, 8);
     check_matmul(&r, GGML_Q5_1, 6, 32 * 13, 21);
     check_matmul(&r, GGML_Q4_K, 9, 2048, 37);
     check_matmul(&r, GGML_Q5_K, 5, 1024, 21);
