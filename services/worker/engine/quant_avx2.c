@@ -259,6 +259,13 @@ ALWAYS_INLINE void tile_sq8(const char *w, size_t ws, const char *x, size_t xs, 
 
 /* --- Q4_1 / Q5_1 weights against Q8_1 (blk_q8_1f) activations -------------------------------- */
 
+/* A Q4_1 / Q5_1 block unpacked for prefill and batched decode: its d and m as floats and its
+ * quants (0..15 / 0..31) one per byte. */
+typedef struct {
+    float d, m;
+    uint8_t qs[32];
+} blk_u8_1; /* 40 bytes */
+
 /* Per block: acc += (d_w·d_x)·Σ q_w q_x (8 lanes), ms += m_w·s_x (scalar, fused). Q5_1 quants
  * (0..31) are still unsigned bytes for maddubs. Both blocks start with the halves d and m. */
 ALWAYS_INLINE void tile_q4_1(const char *w, size_t ws, const char *x, size_t xs, int64_t nb,
@@ -277,6 +284,13 @@ ALWAYS_INLINE void tile_q4_1(const char *w, size_t ws, const char *x, size_t xs,
         float mw[2];
         for (int r = 0; r < RW; r++) {
             const char *wb;
+            if (is_q5 == 2) { /* unpacked (blk_u8_1) */
+                const blk_u8_1 *bu = (const blk_u8_1 *)(w + r * ws) + i;
+                wq[r] = _mm256_loadu_si256((const __m256i *)bu->qs);
+                dw[r] = _mm256_set1_ps(bu->d);
+                mw[r] = bu->m;
+                continue;
+            }
             if (is_q5) {
                 const blk_q5_1 *b5 = (const blk_q5_1 *)(w + r * ws) + i;
                 wq[r] = _mm256_or_si256(unpack_nibbles(b5->qs), q5_high_bits(b5->qh));
@@ -578,6 +592,19 @@ static const tile_fn tiles_q8_0w[3][5] = {
 };
 TILE_SET(tiles_q4_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 0, out))
 TILE_SET(tiles_q5_1, tile_q4_1(w, ws, x, xs, n / QK5_1, RW, RB, 1, out))
+TILE_FN(tiles_u8_1, 1, 1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+TILE_FN(tiles_u8_1, 1, 2, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+TILE_FN(tiles_u8_1, 1, 3, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+TILE_FN(tiles_u8_1, 1, 4, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+TILE_FN(tiles_u8_1, 2, 1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+TILE_FN(tiles_u8_1, 2, 2, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+TILE_FN(tiles_u8_1, 2, 3, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+TILE_FN(tiles_u8_1, 2, 4, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
+static const tile_fn tiles_u8_1[3][5] = {
+    {NULL},
+    {NULL, tiles_u8_1_1_1, tiles_u8_1_1_2, tiles_u8_1_1_3, tiles_u8_1_1_4},
+    {NULL, tiles_u8_1_2_1, tiles_u8_1_2_2, tiles_u8_1_2_3, tiles_u8_1_2_4},
+};
 TILE_SET_1ROW(tiles_q4_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 0, out))
 TILE_SET_1ROW(tiles_q5_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 1, out))
 TILE_SET_1ROW(tiles_q6_k, tile_q6_k(w, ws, x, xs, n / QK_K, RW, RB, out))
@@ -604,9 +631,42 @@ static void repack_q5_0(const char *w, char *out, int64_t nb)
     repack_sq8(w, out, nb, SQ_Q5_0);
 }
 
-/* Activation rows from which a weight row is repacked to Q8_0 first (where a repack exists). */
-#define REPACK_MIN_ROWS   8
-#define REPACK_MAX_BLOCKS 1024 /* two rows of Q8_0 on the stack (68 KiB): up to 32,768 columns */
+/* Q4_1 / Q5_1 rows unpacked (blk_u8_1): tile_q4_1 then skips the nibble (and high-bit) work
+ * and the half conversions, with bit-identical results. */
+static void repack_q4_1(const char *w, char *out, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q4_1 *b = (const blk_q4_1 *)w + i;
+        blk_u8_1 *o = (blk_u8_1 *)out + i;
+        o->d = f16_f32(b->d), o->m = f16_f32(b->m);
+        _mm256_storeu_si256((__m256i *)o->qs, unpack_nibbles(b->qs));
+    }
+}
+static void repack_q5_1(const char *w, char *out, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q5_1 *b = (const blk_q5_1 *)w + i;
+        blk_u8_1 *o = (blk_u8_1 *)out + i;
+        o->d = f16_f32(b->d), o->m = f16_f32(b->m);
+        _mm256_storeu_si256((__m256i *)o->qs,
+                            _mm256_or_si256(unpack_nibbles(b->qs), q5_high_bits(b->qh)));
+    }
+}
+
+/* Where a weight type has one: how its rows are repacked (32-value blocks of block_bytes) and
+ * the tiles that read the repacked form, two rows at a time. */
+typedef struct repack_spec {
+    void (*fn)(const char *w, char *out, int64_t nb);
+    const tile_fn (*tiles)[5];
+    size_t block_bytes;
+    int min_rows; /* activation rows from which repacking pays (measured; below, each step
+                   * unpacks as before: a batched decode step reuses a row only a few times) */
+} repack_spec;
+static const repack_spec rp_q4_0 = {repack_q4_0, tiles_q8_0w, sizeof(blk_q8_0), 32};
+static const repack_spec rp_q5_0 = {repack_q5_0, tiles_q8_0w, sizeof(blk_q8_0), 8};
+static const repack_spec rp_q4_1 = {repack_q4_1, tiles_u8_1, sizeof(blk_u8_1), 32};
+static const repack_spec rp_q5_1 = {repack_q5_1, tiles_u8_1, sizeof(blk_u8_1), 8};
+#define REPACK_MAX_BLOCKS 1024 /* two repacked rows on the stack (80 KiB): up to 32,768 columns */
 
 /* Activation bytes per chunk: a chunk of activation rows stays in L2 (512 KiB per core on the
  * CPUs we measure) while every weight row of the range streams through it once. */
@@ -614,11 +674,11 @@ static void repack_q5_0(const char *w, char *out, int64_t nb)
 
 static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W, int64_t cols,
                      const void *xq, size_t xs, int B, float *Y, int64_t ldy, int64_t r0,
-                     int64_t r1, void (*repack)(const char *, char *, int64_t))
+                     int64_t r1, const repack_spec *repack)
 {
-    blk_q8_0 packed[2 * REPACK_MAX_BLOCKS];
-    int64_t nb8 = cols / QK8_0;
-    if (!repack || B < REPACK_MIN_ROWS || nb8 > REPACK_MAX_BLOCKS)
+    blk_u8_1 packed[2 * REPACK_MAX_BLOCKS]; /* the largest repacked block */
+    int64_t nb8 = cols / 32;
+    if (!repack || B < repack->min_rows || nb8 > REPACK_MAX_BLOCKS)
         repack = NULL;
     int chunk = B;
     if (xs > 0 && (size_t)B * xs > ACT_CHUNK_BYTES) {
@@ -633,13 +693,13 @@ static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W,
             int rw = bn <= 2 && r + 1 < r1 && tiles[2][bn] ? 2 : 1;
             const tile_fn(*t)[5] = tiles;
             size_t ws = row_bytes;
-            if (repack && bn >= REPACK_MIN_ROWS) {
+            if (repack && bn >= repack->min_rows) {
                 rw = r + 1 < r1 ? 2 : 1;
-                ws = (size_t)nb8 * sizeof(blk_q8_0);
+                ws = (size_t)nb8 * repack->block_bytes;
                 for (int k = 0; k < rw; k++)
-                    repack(w + (size_t)k * row_bytes, (char *)packed + (size_t)k * ws, nb8);
+                    repack->fn(w + (size_t)k * row_bytes, (char *)packed + (size_t)k * ws, nb8);
                 w = (const char *)packed;
-                t = tiles_q8_0w;
+                t = repack->tiles;
             }
             float o[8];
             for (int b = 0; b < bn; b += 4) {
@@ -665,11 +725,11 @@ static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W,
 MM_FN(mm_f32, tiles_f32, (size_t)cols * sizeof(float))
 MM_FN(mm_f16, tiles_f16, (size_t)cols * sizeof(qt_f16))
 MM_FN(mm_bf16, tiles_bf16, (size_t)cols * sizeof(qt_bf16))
-MM_FN_R(mm_q4_0, tiles_q4_0, (size_t)(cols / QK4_0) * sizeof(blk_q4_0), repack_q4_0)
+MM_FN_R(mm_q4_0, tiles_q4_0, (size_t)(cols / QK4_0) * sizeof(blk_q4_0), &rp_q4_0)
 MM_FN(mm_q8_0, tiles_q8_0, (size_t)(cols / QK8_0) * sizeof(blk_q8_0))
-MM_FN(mm_q4_1, tiles_q4_1, (size_t)(cols / QK4_1) * sizeof(blk_q4_1))
-MM_FN_R(mm_q5_0, tiles_q5_0, (size_t)(cols / QK5_0) * sizeof(blk_q5_0), repack_q5_0)
-MM_FN(mm_q5_1, tiles_q5_1, (size_t)(cols / QK5_1) * sizeof(blk_q5_1))
+MM_FN_R(mm_q4_1, tiles_q4_1, (size_t)(cols / QK4_1) * sizeof(blk_q4_1), &rp_q4_1)
+MM_FN_R(mm_q5_0, tiles_q5_0, (size_t)(cols / QK5_0) * sizeof(blk_q5_0), &rp_q5_0)
+MM_FN_R(mm_q5_1, tiles_q5_1, (size_t)(cols / QK5_1) * sizeof(blk_q5_1), &rp_q5_1)
 MM_FN(mm_q4_k, tiles_q4_k, (size_t)(cols / QK_K) * sizeof(blk_q4_k))
 MM_FN(mm_q5_k, tiles_q5_k, (size_t)(cols / QK_K) * sizeof(blk_q5_k))
 MM_FN(mm_q6_k, tiles_q6_k, (size_t)(cols / QK_K) * sizeof(blk_q6_k))

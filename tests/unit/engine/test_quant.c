@@ -994,9 +994,12 @@ TEST(quant_matmul_equals_matvec)
     check_matmul(&r, GGML_Q4_0, 8, 32 * 9, 21);
     check_matmul(&r, GGML_Q8_0, 7, 32 * 48, 64);
     check_matmul(&r, GGML_Q5_0, 9, 640, 37);
-    /* Q4_0 / Q5_0 rows repacked to Q8_0 for 8+ activation rows, by pairs and one odd row */
+    /* rows repacked before the tiles (Q4_0 / Q5_0 to Q8_0, Q4_1 / Q5_1 unpacked) once enough
+     * activation rows reuse them: by pairs and one odd row, at and past the thresholds */
     check_matmul(&r, GGML_Q5_0, 7, 640, 301);
-    check_matmul(&r, GGML_Q4_0, 5, 32 * 9, 8);
+    check_matmul(&r, GGML_Q4_0, 5, 32 * 9, 32);
+    check_matmul(&r, GGML_Q4_1, 5, 32 * 9, 40);
+    check_matmul(&r, GGML_Q5_1, 7, 32 * 11, 8);
     check_matmul(&r, GGML_Q5_1, 6, 32 * 13, 21);
     check_matmul(&r, GGML_Q4_K, 9, 2048, 37);
     check_matmul(&r, GGML_Q5_K, 5, 1024, 21);
