@@ -75,36 +75,55 @@ static __device__ __forceinline__ float warp_sum(float v)
 
 /* --- products --------------------------------------------------------------------------------- */
 
+/* Sums each of the warp's nt per-lane accumulators and stores them as column r of rows
+ * t0 .. t0 + nt - 1 of Y. */
+static __device__ __forceinline__ void store_rows(const float acc[MM_TT], int nt, float *Y,
+                                                  int64_t ldy, int t0, int64_t r)
+{
+#pragma unroll
+    for (int t = 0; t < MM_TT; t++) {
+        float v = warp_sum(acc[t]);
+        if (threadIdx.x % 32 == 0 && t < nt)
+            Y[(int64_t)(t0 + t) * ldy + r] = v;
+    }
+}
+
+/* The warp's output row r for activation rows t0 .. t0 + nt - 1 (nt <= MM_TT): lane l takes
+ * weight blocks l, l + 32, ... and dots each with the same block of every activation row (row t
+ * at x0 + t * x_stride bytes), then the warp sums and lane 0 stores. */
+template <int WT>
+static __device__ __forceinline__ void mm_q_row(const typename wt<WT>::B *wr, int64_t nb,
+                                                const uint8_t *x0, size_t x_stride, int nt,
+                                                float *Y, int64_t ldy, int t0, int64_t r)
+{
+    typedef typename wt<WT>::Act A;
+    const int lane = threadIdx.x % 32;
+    float acc[MM_TT];
+#pragma unroll
+    for (int t = 0; t < MM_TT; t++)
+        acc[t] = 0;
+    for (int64_t ib = lane; ib < nb; ib += 32) {
+#pragma unroll
+        for (int t = 0; t < MM_TT; t++)
+            if (t < nt)
+                acc[t] += wt<WT>::dot(wr + ib, (const A *)(x0 + (size_t)t * x_stride) + ib);
+    }
+    store_rows(acc, nt, Y, ldy, t0, r);
+}
+
 /* grid (ceil(rows / MM_WARPS), ceil(T / MM_TT)), block MM_WARPS * 32. */
 template <int WT>
 __global__ void k_mm_q(const uint8_t *W, int64_t rows, int64_t nb, const uint8_t *xq,
                        size_t xq_stride, int T, float *Y, int64_t ldy)
 {
     typedef typename wt<WT>::B B;
-    typedef typename wt<WT>::Act A;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int64_t r = (int64_t)blockIdx.x * MM_WARPS + warp;
+    int64_t r = (int64_t)blockIdx.x * MM_WARPS + threadIdx.x / 32;
     int t0 = blockIdx.y * MM_TT;
     if (r >= rows)
         return;
     int nt = T - t0 < MM_TT ? T - t0 : MM_TT;
-    float acc[MM_TT];
-#pragma unroll
-    for (int t = 0; t < MM_TT; t++)
-        acc[t] = 0;
-    const B *wr = (const B *)(W + (size_t)r * (size_t)nb * sizeof(B));
-    for (int64_t ib = lane; ib < nb; ib += 32) {
-#pragma unroll
-        for (int t = 0; t < MM_TT; t++)
-            if (t < nt)
-                acc[t] += wt<WT>::dot(wr + ib, (const A *)(xq + (size_t)(t0 + t) * xq_stride) + ib);
-    }
-#pragma unroll
-    for (int t = 0; t < MM_TT; t++) {
-        float v = warp_sum(acc[t]);
-        if (lane == 0 && t < nt)
-            Y[(int64_t)(t0 + t) * ldy + r] = v;
-    }
+    mm_q_row<WT>((const B *)W + r * nb, nb, xq + (size_t)t0 * xq_stride, xq_stride, nt, Y, ldy,
+                 t0, r);
 }
 
 /* The fused product of small steps: up to KC_MM_MAX weights of one quantised type that share
@@ -123,7 +142,6 @@ __global__ void k_mm_qf(kc_mm_set set, const float *X, int64_t ldx, int T, int64
     typedef typename wt<WT>::Act A;
     extern __shared__ float4 mmf_smem[];
     A *xs = (A *)mmf_smem;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int t0 = blockIdx.y * MM_TT;
     const int nt = T - t0 < MM_TT ? T - t0 : MM_TT;
     for (int64_t i = threadIdx.x; i < (int64_t)nt * nb; i += blockDim.x) {
@@ -134,28 +152,11 @@ __global__ void k_mm_qf(kc_mm_set set, const float *X, int64_t ldx, int T, int64
     int bx = blockIdx.x, wi = 0;
     while (wi < set.n - 1 && bx >= set.blocks[wi])
         bx -= set.blocks[wi++];
-    const int64_t r = (int64_t)bx * MM_WARPS + warp;
+    const int64_t r = (int64_t)bx * MM_WARPS + threadIdx.x / 32;
     if (r >= set.rows[wi])
         return;
-    float acc[MM_TT];
-#pragma unroll
-    for (int t = 0; t < MM_TT; t++)
-        acc[t] = 0;
-    const B *wr = (const B *)set.W[wi] + r * nb;
-    for (int64_t ib = lane; ib < nb; ib += 32) {
-#pragma unroll
-        for (int t = 0; t < MM_TT; t++)
-            if (t < nt)
-                acc[t] += wt<WT>::dot(wr + ib, xs + t * nb + ib);
-    }
-    float *Y = set.Y[wi];
-    const int64_t ldy = set.ldy[wi];
-#pragma unroll
-    for (int t = 0; t < MM_TT; t++) {
-        float v = warp_sum(acc[t]);
-        if (lane == 0 && t < nt)
-            Y[(int64_t)(t0 + t) * ldy + r] = v;
-    }
+    mm_q_row<WT>((const B *)set.W[wi] + r * nb, nb, (const uint8_t *)xs, (size_t)nb * sizeof(A),
+                 nt, set.Y[wi], set.ldy[wi], t0, r);
 }
 
 /* Float weights against F32 activations: lanes stride over values (coalesced). */
@@ -180,12 +181,7 @@ __global__ void k_mm_f(const void *W, int64_t rows, int64_t cols, const float *X
             if (t < nt)
                 acc[t] += w * X[(int64_t)(t0 + t) * ldx + c];
     }
-#pragma unroll
-    for (int t = 0; t < MM_TT; t++) {
-        float v = warp_sum(acc[t]);
-        if (lane == 0 && t < nt)
-            Y[(int64_t)(t0 + t) * ldy + r] = v;
-    }
+    store_rows(acc, nt, Y, ldy, t0, r);
 }
 
 /* --- activation quantisation: one thread per block ------------------------------------------- */
