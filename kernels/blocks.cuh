@@ -1,6 +1,6 @@
 /* blocks.cuh — per-block arithmetic of the GGUF tensor types, written once for the host and the
- * device: dequantise one block, dot one weight block with a block of F32 activations, dot one
- * weight block with a quantised activation block, quantise activations (Q8_0, our Q8_1 with a
+ * device: dequantise one block, dot one weight block with a quantised activation block,
+ * quantise activations (Q8_0, our Q8_1 with a
  * float scale, Q8_K), and the half / bfloat conversions.
  *
  * This header is plain C11 when compiled by a C compiler (the unit tests compile it on every
@@ -12,8 +12,7 @@
  * Bit-exactness. The conversions, dequantisers and quantisers are bit-identical to the CPU
  * references (same operations in the same order; CUDA's float division and roundf are IEEE
  * correct unless --use_fast_math, which the Makefile never passes). Dot products return the
- * block's result as float: integer sums are exact; the float-activation dots sum in float in a
- * fixed order (the CPU reference sums in double, so they agree to ~1e-7 relative).
+ * block's result as float: integer sums are exact, the scales are applied in float.
  *
  * Layouts (bytes): Q4_0 18, Q4_1 20, Q5_0 22, Q5_1 24, Q8_0 34 (32 values); Q4_K 144, Q5_K 176,
  * Q6_K 210, Q8_K 292 (256 values); activation Q8_1 (float d, float s = d*sum q, 32 int8) 40.
@@ -279,111 +278,6 @@ KB_FN void kb_dequant_q6_k(const kb_q6_k *b, float *out)
     float d = kb_f16_to_f32(b->d);
     for (int i = 0; i < KB_QK_K; i++)
         out[i] = d * (float)b->scales[i / 16] * (float)kb_q6_k_q(b, i);
-}
-
-/* --- weight block · F32 activations (x[block size]); summed in float, value order ------------ */
-
-KB_FN float kb_dot_q4_0_f32(const kb_q4_0 *b, const float *x)
-{
-    float s = 0;
-    for (int i = 0; i < KB_QK; i++)
-        s += (float)kb_q4_0_q(b, i) * x[i];
-    return s * kb_f16_to_f32(b->d);
-}
-KB_FN float kb_dot_q4_1_f32(const kb_q4_1 *b, const float *x)
-{
-    float s = 0, sx = 0;
-    for (int i = 0; i < KB_QK; i++) {
-        s += (float)kb_q4_1_q(b, i) * x[i];
-        sx += x[i];
-    }
-    return s * kb_f16_to_f32(b->d) + sx * kb_f16_to_f32(b->m);
-}
-KB_FN float kb_dot_q5_0_f32(const kb_q5_0 *b, const float *x)
-{
-    float s = 0;
-    for (int i = 0; i < KB_QK; i++)
-        s += (float)kb_q5_0_q(b, i) * x[i];
-    return s * kb_f16_to_f32(b->d);
-}
-KB_FN float kb_dot_q5_1_f32(const kb_q5_1 *b, const float *x)
-{
-    float s = 0, sx = 0;
-    for (int i = 0; i < KB_QK; i++) {
-        s += (float)kb_q5_1_q(b, i) * x[i];
-        sx += x[i];
-    }
-    return s * kb_f16_to_f32(b->d) + sx * kb_f16_to_f32(b->m);
-}
-KB_FN float kb_dot_q8_0_f32(const kb_q8_0 *b, const float *x)
-{
-    float s = 0;
-    for (int i = 0; i < KB_QK; i++)
-        s += (float)b->qs[i] * x[i];
-    return s * kb_f16_to_f32(b->d);
-}
-KB_FN float kb_dot_q4_k_f32(const kb_q4_k *b, const float *x)
-{
-    float d = kb_f16_to_f32(b->d), dmin = kb_f16_to_f32(b->dmin), s = 0;
-    for (int g = 0; g < 8; g++) {
-        int sc, mn;
-        kb_scale_min_k4(g, b->scales, &sc, &mn);
-        float sq = 0, sx = 0;
-        for (int l = 0; l < 32; l++) {
-            sq += (float)kb_q4_k_q(b, g * 32 + l) * x[g * 32 + l];
-            sx += x[g * 32 + l];
-        }
-        s += d * (float)sc * sq - dmin * (float)mn * sx;
-    }
-    return s;
-}
-KB_FN float kb_dot_q5_k_f32(const kb_q5_k *b, const float *x)
-{
-    float d = kb_f16_to_f32(b->d), dmin = kb_f16_to_f32(b->dmin), s = 0;
-    for (int g = 0; g < 8; g++) {
-        int sc, mn;
-        kb_scale_min_k4(g, b->scales, &sc, &mn);
-        float sq = 0, sx = 0;
-        for (int l = 0; l < 32; l++) {
-            sq += (float)kb_q5_k_q(b, g * 32 + l) * x[g * 32 + l];
-            sx += x[g * 32 + l];
-        }
-        s += d * (float)sc * sq - dmin * (float)mn * sx;
-    }
-    return s;
-}
-KB_FN float kb_dot_q6_k_f32(const kb_q6_k *b, const float *x)
-{
-    float s = 0;
-    for (int g = 0; g < 16; g++) {
-        float sq = 0;
-        for (int l = 0; l < 16; l++)
-            sq += (float)kb_q6_k_q(b, g * 16 + l) * x[g * 16 + l];
-        s += (float)b->scales[g] * sq;
-    }
-    return s * kb_f16_to_f32(b->d);
-}
-/* Float element types: n values of a row (n = 32 per call in the kernels). */
-KB_FN float kb_dot_f32_f32(const float *w, const float *x, int n)
-{
-    float s = 0;
-    for (int i = 0; i < n; i++)
-        s += w[i] * x[i];
-    return s;
-}
-KB_FN float kb_dot_f16_f32(const uint16_t *w, const float *x, int n)
-{
-    float s = 0;
-    for (int i = 0; i < n; i++)
-        s += kb_f16_to_f32(w[i]) * x[i];
-    return s;
-}
-KB_FN float kb_dot_bf16_f32(const uint16_t *w, const float *x, int n)
-{
-    float s = 0;
-    for (int i = 0; i < n; i++)
-        s += kb_bf16_to_f32(w[i]) * x[i];
-    return s;
 }
 
 /* --- weight block · quantised activation block (the CPU's vec_dot pairs) ---------------------- */
