@@ -580,31 +580,28 @@ TILE_SET(tiles_bf16, tile_float(w, ws, x, xs, n, RW, RB, 2, out))
 TILE_SET(tiles_q4_0, tile_sq8(w, ws, x, xs, n / QK4_0, RW, RB, SQ_Q4_0, out))
 TILE_SET(tiles_q8_0, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
 TILE_SET(tiles_q5_0, tile_sq8(w, ws, x, xs, n / QK5_0, RW, RB, SQ_Q5_0, out))
-/* Two repacked rows against up to four activation rows (prefill of Q4_0 / Q5_0 / Q8_0). */
-TILE_FN(tiles_q8_0w, 2, 1, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
-TILE_FN(tiles_q8_0w, 2, 2, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
-TILE_FN(tiles_q8_0w, 2, 3, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
-TILE_FN(tiles_q8_0w, 2, 4, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
-static const tile_fn tiles_q8_0w[3][5] = {
-    {NULL},
-    {NULL, tiles_q8_0_1_1, tiles_q8_0_1_2, tiles_q8_0_1_3, tiles_q8_0_1_4},
-    {NULL, tiles_q8_0w_2_1, tiles_q8_0w_2_2, tiles_q8_0w_2_3, tiles_q8_0w_2_4},
-};
 TILE_SET(tiles_q4_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 0, out))
 TILE_SET(tiles_q5_1, tile_q4_1(w, ws, x, xs, n / QK5_1, RW, RB, 1, out))
-TILE_FN(tiles_u8_1, 1, 1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-TILE_FN(tiles_u8_1, 1, 2, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-TILE_FN(tiles_u8_1, 1, 3, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-TILE_FN(tiles_u8_1, 1, 4, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-TILE_FN(tiles_u8_1, 2, 1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-TILE_FN(tiles_u8_1, 2, 2, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-TILE_FN(tiles_u8_1, 2, 3, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-TILE_FN(tiles_u8_1, 2, 4, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
-static const tile_fn tiles_u8_1[3][5] = {
-    {NULL},
-    {NULL, tiles_u8_1_1_1, tiles_u8_1_1_2, tiles_u8_1_1_3, tiles_u8_1_1_4},
-    {NULL, tiles_u8_1_2_1, tiles_u8_1_2_2, tiles_u8_1_2_3, tiles_u8_1_2_4},
-};
+
+/* Tiles over repacked rows (mm_drive): one or two weight rows by up to four activation rows. */
+#define TILE_SET_2X4(name, call)                                                                   \
+    TILE_FN(name, 1, 1, call)                                                                      \
+    TILE_FN(name, 1, 2, call)                                                                      \
+    TILE_FN(name, 1, 3, call)                                                                      \
+    TILE_FN(name, 1, 4, call)                                                                      \
+    TILE_FN(name, 2, 1, call)                                                                      \
+    TILE_FN(name, 2, 2, call)                                                                      \
+    TILE_FN(name, 2, 3, call)                                                                      \
+    TILE_FN(name, 2, 4, call)                                                                      \
+    static const tile_fn name[3][5] = {                                                            \
+        {NULL},                                                                                    \
+        {NULL, name##_1_1, name##_1_2, name##_1_3, name##_1_4},                                    \
+        {NULL, name##_2_1, name##_2_2, name##_2_3, name##_2_4},                                    \
+    };
+
+/* Q4_0 / Q5_0 rows repacked to Q8_0, and Q4_1 / Q5_1 rows unpacked (blk_u8_1). */
+TILE_SET_2X4(tiles_q8_0w, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
+TILE_SET_2X4(tiles_u8_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
 TILE_SET_1ROW(tiles_q4_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 0, out))
 TILE_SET_1ROW(tiles_q5_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 1, out))
 TILE_SET_1ROW(tiles_q6_k, tile_q6_k(w, ws, x, xs, n / QK_K, RW, RB, out))
