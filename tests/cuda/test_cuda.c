@@ -612,6 +612,18 @@ TEST(cuda_smollm2_greedy_matches_cpu)
     eng_model_free(m);
 }
 
+/* Runs n tokens on sequence s in one step and copies its logits to out. */
+static bool pc_step(eng_ctx *c, eng_seq_id s, const int32_t *toks, int n, float *out, int V)
+{
+    eng_item it = {s, toks, n, true};
+    if (eng_step(c, &it, 1) != PL_OK) {
+        th_fail(__FILE__, __LINE__, "step: %s", pl_err_last());
+        return false;
+    }
+    memcpy(out, eng_logits(c, 0), (size_t)V * sizeof(float));
+    return true;
+}
+
 /* The logits of one prompt (its last position) and of N_FORCED teacher-forced single-token steps
  * after it, on `device` with `threads` CPU threads, the prompt fed `chunk` tokens per step. */
 #define N_FORCED 8
@@ -629,27 +641,17 @@ static bool run_logits(eng_model *m, const char *device, int threads, int chunk,
     bool ok = true;
     for (int off = 0; off < n && ok; off += chunk) {
         int k = n - off < chunk ? n - off : chunk;
-        eng_item it = {seq, ids + off, k, off + k == n};
-        ok = eng_step(c, &it, 1) == PL_OK;
+        ok = pc_step(c, seq, ids + off, k, out, n_vocab); /* the last chunk's logits stay */
     }
-    if (ok)
-        memcpy(out, eng_logits(c, 0), (size_t)n_vocab * sizeof(float));
-    for (int s = 0; s < N_FORCED && ok; s++) {
-        eng_item it = {seq, &forced[s], 1, true};
-        ok = eng_step(c, &it, 1) == PL_OK;
-        if (ok)
-            memcpy(out + (size_t)(s + 1) * (size_t)n_vocab, eng_logits(c, 0),
-                   (size_t)n_vocab * sizeof(float));
-    }
-    if (!ok)
-        th_fail(__FILE__, __LINE__, "step on %s: %s", device, pl_err_last());
+    for (int s = 0; s < N_FORCED && ok; s++)
+        ok = pc_step(c, seq, &forced[s], 1, out + (size_t)(s + 1) * (size_t)n_vocab, n_vocab);
     eng_ctx_free(c);
     qt_force_scalar(false);
     return ok;
 }
 
 static void logit_diff(const char *what, const float *a, const float *ref, int n_vocab,
-                       double *worst)
+                       double *mean)
 {
     double e_max = 0, d_max = 0, e_sum = 0;
     for (int r = 0; r <= N_FORCED; r++) {
@@ -662,7 +664,7 @@ static void logit_diff(const char *what, const float *a, const float *ref, int n
     }
     printf("  %-38s NMSE mean %.3g max %.3g, max |diff| %.4f\n", what, e_sum / (N_FORCED + 1),
            e_max, d_max);
-    *worst = e_sum / (N_FORCED + 1);
+    *mean = e_sum / (N_FORCED + 1);
 }
 
 /* How far the GPU's logits are from the CPU's (AVX2) on a real model, next to how far the CPU's
@@ -738,18 +740,6 @@ TEST(cuda_graph_replay_is_exact)
     if (ok)
         CHECK(memcmp(ta, tb, sizeof ta) == 0);
     eng_model_free(m);
-}
-
-/* Runs n tokens on sequence s in one step and copies its logits to out. */
-static bool pc_step(eng_ctx *c, eng_seq_id s, const int32_t *toks, int n, float *out, int V)
-{
-    eng_item it = {s, toks, n, true};
-    if (eng_step(c, &it, 1) != PL_OK) {
-        th_fail(__FILE__, __LINE__, "step: %s", pl_err_last());
-        return false;
-    }
-    memcpy(out, eng_logits(c, 0), (size_t)V * sizeof(float));
-    return true;
 }
 
 /* The prefix cache on the GPU (the copy-on-write of a shared block is a device copy): sequence
