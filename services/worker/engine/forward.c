@@ -283,10 +283,10 @@ pl_status eng_ctx_create(eng_model *m, const eng_ctx_params *pin, eng_ctx **out)
         const be_ops *o = c->b->ops;
         c->logits_host =
             o->host_alloc ? o->host_alloc(c->b, c->act_bytes[9]) : malloc(c->act_bytes[9]);
-    }
-    if (!be_host_memory(c->b) && !c->logits_host) {
-        st = PL_ERRF(PL_NOMEM, "engine: out of memory for host logits");
-        goto fail;
+        if (!c->logits_host) {
+            st = PL_ERRF(PL_NOMEM, "engine: out of memory for host logits");
+            goto fail;
+        }
     }
     *out = c;
     return PL_OK;
@@ -317,7 +317,6 @@ void eng_ctx_free(eng_ctx *c)
     free(c->out_rows);
     free(c->item_out);
     free(c->seq_stamp);
-    free(c->logits_host); /* only when the backend was never made */
     free(c);
 }
 
