@@ -12,14 +12,13 @@
  * x takes w's sign. The sign trick needs x ≠ −128, which holds for activations quantised here
  * (|q| ≤ 127 by construction); no int16 pair sum can saturate (≤ 2·128·127).
  *
- * Batching: every kernel is a "tile" that walks RW ≤ 2 weight rows once and dots each unpacked
- * weight block with RB ≤ 4 activation rows held in registers. dot() is the 1×1 tile, and a
- * larger tile performs, for each (row, activation) pair, exactly the operations of the 1×1 tile,
- * so batched results are bit-identical to single ones. The matmul driver runs tiles over the row
- * range (two rows at a time when there are ≤ 2 activations, so decode shares each activation
- * load — except for the K-quants, whose per-row state does not fit twice in the 16 registers:
- * their two-row tiles spilled and ran ~25% slower than one row at a time), with the activations
- * cut into chunks that stay in L2 while the weights stream past.
+ * Batching: every kernel is a "tile" that walks a few weight rows once against a few
+ * activation rows, and for each (row, activation) pair performs the same operations whatever
+ * tile it is in, so batched results are bit-identical to dot(). The 32-value block types
+ * (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1) reduce four pairs at a time (see their section); the float and
+ * K-quant tiles take one or two weight rows against up to four activations (the K-quant per-row
+ * state does not fit twice in the 16 registers: their two-row tiles spilled and ran ~25%
+ * slower). The activations are cut into chunks that stay in L2 while the weights stream past.
  *
  * Threading: pure functions, no state. Compiled with -mavx2 -mfma -mf16c; quant.c calls in
  * here only after qt_avx2_usable(). */
@@ -63,11 +62,11 @@ ALWAYS_INLINE void prefetch_ahead(const void *p)
     _mm_prefetch((const char *)p + PREFETCH_BYTES, _MM_HINT_T0);
 }
 
-/* The types added for Gemma (Q5_0, Q5_1, K-quants) prefetch 2 KiB ahead instead: measured
- * single-threaded on a 64 MiB matrix (bench/quant_bench.c), 512 bytes left their streaming
- * matvecs at 0.5–0.8× llama.cpp's and 2 KiB brought them to 0.95–1.1×. (Q4_0/Q4_1/Q8_0 gained
- * about as much in that measurement but keep 512 until the multi-threaded engine benchmark
- * has been rerun with the change.) */
+/* The quantised types prefetch 2 KiB ahead instead: measured single-threaded on a 64 MiB matrix
+ * (bench/quant_bench.c), 512 bytes left the Gemma types' streaming matvecs at 0.5–0.8×
+ * llama.cpp's and 2 KiB brought them to 0.95–1.1×. For Q4_1 and Q8_0 through the four-row tiles
+ * (single-sequence decode), 2 KiB streamed a 49,152 × 576 matrix 1.4–1.7× faster than 512 bytes
+ * did, and SmolLM2's tg128 rose from about 170 to 185–199 tokens/s on 2 threads. */
 #define FAR_PREFETCH_BYTES 2048
 
 ALWAYS_INLINE void prefetch_far(const void *p)
@@ -197,134 +196,357 @@ ALWAYS_INLINE __m256i q5_high_bits(const uint8_t qh[4])
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
-/* --- Q4_0 / Q5_0 / Q8_0 weights against Q8_0 activations -------------------------------------- */
+/* --- 32-value block types: Q4_0, Q5_0, Q8_0 against Q8_0; Q4_1, Q5_1 against Q8_1 -------------
+ * Every (weight row, activation row) pair is computed the same way, whichever tile or batch it
+ * is in. Per block i, the integer sums of values 0..15 (lo) and 16..31 (hi) are exact, then
+ *   acc_lo = fma(float(lo), d_w·d_x, acc_lo), and acc_hi likewise;
+ *   accm = fma(m_w, s_x, accm) for the types with a min (Q4_1, Q5_1);
+ * and the result is acc_lo + acc_hi, plus accm for those types.
+ *
+ * The tiles get the exact sums four pairs at a time. maddubs gives each pair's products summed
+ * two by two in int16. Where the weight quants are small (|q| ≤ 31: all but Q8_0), two rounds of
+ * hadd in int16 (8 products, at most 8·31·127 = 31,496) and a madd by ones leave, in lanes k and
+ * k + 4, the lo and hi sums of pair k; for Q8_0, madd first, then two rounds of hadd in int32. One
+ * cvt, one mul and one fma then serve four pairs, where scaling each pair's eight int32 lanes on
+ * its own took four of each: batched Q4_1 products ran about 1.8× faster.
+ *
+ * The signed quants (Q4_0: q − 8, Q5_0: q − 16, Q8_0) go through maddubs as |w| times x carrying
+ * w's sign, which needs x ≠ −128; activations quantised here have |q| ≤ 127 by construction. */
 
-enum { SQ_Q8_0, SQ_Q4_0, SQ_Q5_0 };
+enum {
+    BK_Q4_0,
+    BK_Q5_0,
+    BK_Q8_0,
+    BK_Q8S, /* Q4_0 / Q5_0 repacked as Q8_0 (blk_q8_0, |q| ≤ 16) */
+    BK_Q4_1,
+    BK_Q5_1,
+    BK_U8_1, /* Q4_1 / Q5_1 repacked (blk_u8_1) */
+};
 
-/* Signed weight quants of block i (Q4_0: q − 8; Q5_0: q − 16; Q8_0: as stored) and its scale. */
-ALWAYS_INLINE __m256i signed_quants(const char *w, int64_t i, const int kind, float *d)
-{
-    if (kind == SQ_Q4_0) {
-        const blk_q4_0 *blk = (const blk_q4_0 *)w + i;
-        *d = f16_f32(blk->d);
-        return _mm256_sub_epi8(unpack_nibbles(blk->qs), _mm256_set1_epi8(8));
-    }
-    if (kind == SQ_Q5_0) {
-        const blk_q5_0 *blk = (const blk_q5_0 *)w + i;
-        *d = f16_f32(blk->d);
-        __m256i q = _mm256_or_si256(unpack_nibbles(blk->qs), q5_high_bits(blk->qh));
-        return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
-    }
-    const blk_q8_0 *blk = (const blk_q8_0 *)w + i;
-    *d = f16_f32(blk->d);
-    return _mm256_loadu_si256((const __m256i *)blk->qs);
-}
-
-/* Per block: acc += (d_w·d_x)·Σ q_w q_x, with |q_w| × (q_x carrying q_w's sign). */
-ALWAYS_INLINE void tile_sq8(const char *w, size_t ws, const char *x, size_t xs, int64_t nb,
-                            const int RW, const int RB, const int kind, float *out)
-{
-    const int64_t bb = kind == SQ_Q4_0   ? (int64_t)sizeof(blk_q4_0)
-                       : kind == SQ_Q5_0 ? (int64_t)sizeof(blk_q5_0)
-                                         : (int64_t)sizeof(blk_q8_0);
-    __m256 acc[2][4];
-    for (int r = 0; r < RW; r++)
-        for (int b = 0; b < RB; b++)
-            acc[r][b] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i wq[2], aw[2];
-        float dw[2];
-        for (int r = 0; r < RW; r++) {
-            if (kind == SQ_Q5_0)
-                prefetch_far(w + r * ws + i * bb);
-            else
-                prefetch_ahead(w + r * ws + i * bb);
-            wq[r] = signed_quants(w + r * ws, i, kind, &dw[r]);
-            aw[r] = _mm256_sign_epi8(wq[r], wq[r]);
-        }
-        for (int b = 0; b < RB; b++) {
-            const blk_q8_0 *xb = (const blk_q8_0 *)(x + (size_t)b * xs) + i;
-            __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
-            float dx = f16_f32(xb->d);
-            for (int r = 0; r < RW; r++) {
-                __m256 p = dot_u8s8(aw[r], _mm256_sign_epi8(xq, wq[r]));
-                acc[r][b] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * dx), acc[r][b]);
-            }
-        }
-    }
-    for (int r = 0; r < RW; r++)
-        for (int b = 0; b < RB; b++)
-            out[r * RB + b] = hsum_ps(acc[r][b]);
-}
-
-/* --- Q4_1 / Q5_1 weights against Q8_1 (blk_q8_1f) activations -------------------------------- */
-
-/* A Q4_1 / Q5_1 block unpacked for prefill and batched decode: its d and m as floats and its
- * quants (0..15 / 0..31) one per byte. */
+/* A Q4_1 / Q5_1 block unpacked for prefill: d and m as floats, quants (0..31) one per byte. */
 typedef struct {
     float d, m;
     uint8_t qs[32];
 } blk_u8_1; /* 40 bytes */
 
-/* Per block: acc += (d_w·d_x)·Σ q_w q_x (8 lanes), ms += m_w·s_x (scalar, fused). Q5_1 quants
- * (0..31) are still unsigned bytes for maddubs. Both blocks start with the halves d and m. */
-ALWAYS_INLINE void tile_q4_1(const char *w, size_t ws, const char *x, size_t xs, int64_t nb,
-                             const int RW, const int RB, const int is_q5, float *out)
+ALWAYS_INLINE bool bk_has_min(const int k)
 {
-    __m256 acc[2][4];
-    float ms[2][4];
-    for (int r = 0; r < RW; r++)
-        for (int b = 0; b < RB; b++) {
-            acc[r][b] = _mm256_setzero_ps();
-            ms[r][b] = 0;
-        }
+    return k >= BK_Q4_1;
+}
+
+ALWAYS_INLINE size_t bk_bytes(const int k)
+{
+    switch (k) {
+    case BK_Q4_0:
+        return sizeof(blk_q4_0);
+    case BK_Q5_0:
+        return sizeof(blk_q5_0);
+    case BK_Q8_0:
+    case BK_Q8S:
+        return sizeof(blk_q8_0);
+    case BK_Q4_1:
+        return sizeof(blk_q4_1);
+    case BK_Q5_1:
+        return sizeof(blk_q5_1);
+    default:
+        return sizeof(blk_u8_1);
+    }
+}
+
+/* Quants of block i of a weight row (signed, or 0..31 for the types with a min), with d and m in
+ * lanes 0 and 1 of *dm. Prefetches the forms read from memory. */
+ALWAYS_INLINE __m256i bk_load(const char *row, int64_t i, const int k, __m128 *dm)
+{
+    const char *b = row + (size_t)i * bk_bytes(k);
+    uint32_t h;
+    memcpy(&h, b, k >= BK_Q4_1 ? 4 : 2); /* the halves d (and m) start every raw block */
+    switch (k) {
+    case BK_Q4_0:
+        prefetch_far(b);
+        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+        return _mm256_sub_epi8(unpack_nibbles(((const blk_q4_0 *)b)->qs), _mm256_set1_epi8(8));
+    case BK_Q5_0: {
+        const blk_q5_0 *b5 = (const blk_q5_0 *)b;
+        prefetch_far(b);
+        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+        return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(b5->qs), q5_high_bits(b5->qh)),
+                               _mm256_set1_epi8(16));
+    }
+    case BK_Q8_0:
+        prefetch_far(b);
+        /* fall through */
+    case BK_Q8S:
+        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+        return _mm256_loadu_si256((const __m256i *)((const blk_q8_0 *)b)->qs);
+    case BK_Q4_1:
+        prefetch_far(b);
+        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+        return unpack_nibbles(((const blk_q4_1 *)b)->qs);
+    case BK_Q5_1: {
+        const blk_q5_1 *b5 = (const blk_q5_1 *)b;
+        prefetch_far(b);
+        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+        return _mm256_or_si256(unpack_nibbles(b5->qs), q5_high_bits(b5->qh));
+    }
+    default:
+        *dm = _mm_castpd_ps(_mm_load_sd((const double *)b));
+        return _mm256_loadu_si256((const __m256i *)((const blk_u8_1 *)b)->qs);
+    }
+}
+
+/* The activation block i of row x: its quants, and d (and s) as floats. */
+ALWAYS_INLINE __m256i bk_act(const char *x, int64_t i, const int k, float *d, float *s)
+{
+    if (bk_has_min(k)) {
+        const blk_q8_1f *xb = (const blk_q8_1f *)x + i;
+        *d = xb->d, *s = xb->s;
+        return _mm256_loadu_si256((const __m256i *)xb->qs);
+    }
+    const blk_q8_0 *xb = (const blk_q8_0 *)x + i;
+    *d = f16_f32(xb->d), *s = 0;
+    return _mm256_loadu_si256((const __m256i *)xb->qs);
+}
+
+ALWAYS_INLINE const int8_t *bk_act_qs(const char *x, int64_t i, const int k)
+{
+    return bk_has_min(k) ? ((const blk_q8_1f *)x + i)->qs : ((const blk_q8_0 *)x + i)->qs;
+}
+
+/* One pair's products summed two by two (int16). aw = |wq| for the signed types. */
+ALWAYS_INLINE __m256i bk_pair(__m256i wq, __m256i aw, __m256i xq, const int k)
+{
+    if (bk_has_min(k))
+        return _mm256_maddubs_epi16(wq, xq);
+    return _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq, wq));
+}
+
+/* Four pairs → lanes j, j + 4: the lo and hi sums of pair j, as floats. */
+ALWAYS_INLINE __m256 bk_quad(__m256i p0, __m256i p1, __m256i p2, __m256i p3, const int k)
+{
+    const __m256i one = _mm256_set1_epi16(1);
+    if (k != BK_Q8_0) {
+        __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3));
+        return _mm256_cvtepi32_ps(_mm256_madd_epi16(h, one));
+    }
+    __m256i h01 = _mm256_hadd_epi32(_mm256_madd_epi16(p0, one), _mm256_madd_epi16(p1, one));
+    __m256i h23 = _mm256_hadd_epi32(_mm256_madd_epi16(p2, one), _mm256_madd_epi16(p3, one));
+    return _mm256_cvtepi32_ps(_mm256_hadd_epi32(h01, h23));
+}
+
+/* lo + hi (+ m) of the four pairs of a quad accumulator. */
+ALWAYS_INLINE __m128 bk_result(__m256 acc, __m128 accm, const int k)
+{
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    return bk_has_min(k) ? _mm_add_ps(r, accm) : r;
+}
+
+/* The d and s of four activation rows for one block, gathered once per matmul so that
+ * bk_tile_acts loads them as vectors. */
+typedef struct {
+    float d[4], s[4];
+} act4_ds;
+
+/* One weight row against the four activation rows x + j·xs (j < 4) whose d and s are in ds:
+ * out[j]. */
+ALWAYS_INLINE void bk_tile_acts(const char *w, const char *x, size_t xs, const act4_ds *ds,
+                                int64_t nb, const int k, float out[4])
+{
+    __m256 acc = _mm256_setzero_ps();
+    __m128 accm = _mm_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        __m256i wq[2];
-        __m256 dw[2];
-        float mw[2];
-        for (int r = 0; r < RW; r++) {
-            const char *wb;
-            if (is_q5 == 2) { /* unpacked (blk_u8_1) */
-                const blk_u8_1 *bu = (const blk_u8_1 *)(w + r * ws) + i;
-                wq[r] = _mm256_loadu_si256((const __m256i *)bu->qs);
-                dw[r] = _mm256_set1_ps(bu->d);
-                mw[r] = bu->m;
-                continue;
-            }
-            if (is_q5) {
-                const blk_q5_1 *b5 = (const blk_q5_1 *)(w + r * ws) + i;
-                wq[r] = _mm256_or_si256(unpack_nibbles(b5->qs), q5_high_bits(b5->qh));
-                wb = (const char *)b5;
-            } else {
-                const blk_q4_1 *b4 = (const blk_q4_1 *)(w + r * ws) + i;
-                wq[r] = unpack_nibbles(b4->qs);
-                wb = (const char *)b4;
-            }
-            if (is_q5)
-                prefetch_far(wb);
-            else
-                prefetch_ahead(wb);
-            uint32_t dm;
-            memcpy(&dm, wb, sizeof dm); /* d and m are the first two halves */
-            __m128 dmf = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
-            dw[r] = _mm256_broadcastss_ps(dmf);
-            mw[r] = _mm_cvtss_f32(_mm_movehdup_ps(dmf));
-        }
+        __m128 dm;
+        __m256i wq = bk_load(w, i, k, &dm);
+        __m256i aw = bk_has_min(k) ? wq : _mm256_sign_epi8(wq, wq);
+        __m256i p[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            p[j] = bk_pair(wq, aw,
+                           _mm256_loadu_si256((const __m256i *)bk_act_qs(x + (size_t)j * xs, i, k)),
+                           k);
+        __m256 sc =
+            _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_broadcast_ps((const __m128 *)ds[i].d));
+        acc = _mm256_fmadd_ps(bk_quad(p[0], p[1], p[2], p[3], k), sc, acc);
+        if (bk_has_min(k))
+            accm = _mm_fmadd_ps(_mm_permute_ps(dm, 0x55), _mm_loadu_ps(ds[i].s), accm);
+    }
+    _mm_storeu_ps(out, bk_result(acc, accm, k));
+}
+
+/* Four weight rows w[r] against RB ≤ 2 activation rows x + b·xs: out[b*4 + r]. The rows' d and
+ * m are gathered per block into d8 (lanes r and r + 4) and m4. */
+ALWAYS_INLINE void bk_tile_rows(const char *const w[4], const char *x, size_t xs, int64_t nb,
+                                const int RB, const int k, float *out)
+{
+    __m256 acc[2];
+    __m128 accm[2];
+    for (int b = 0; b < RB; b++) {
+        acc[b] = _mm256_setzero_ps();
+        accm[b] = _mm_setzero_ps();
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i wq[4];
+        __m128 dm[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            wq[r] = bk_load(w[r], i, k, &dm[r]);
+        __m128 d01m01 = _mm_unpacklo_ps(dm[0], dm[1]), d23m23 = _mm_unpacklo_ps(dm[2], dm[3]);
+        __m128 d4 = _mm_movelh_ps(d01m01, d23m23), m4 = _mm_movehl_ps(d23m23, d01m01);
+        __m256 d8 = _mm256_set_m128(d4, d4);
         for (int b = 0; b < RB; b++) {
-            const blk_q8_1f *xb = (const blk_q8_1f *)(x + (size_t)b * xs) + i;
-            __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
-            __m256 dx = _mm256_set1_ps(xb->d);
-            for (int r = 0; r < RW; r++) {
-                __m256 p = dot_u8s8(wq[r], xq);
-                acc[r][b] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw[r], dx), acc[r][b]);
-                ms[r][b] = fmaf(mw[r], xb->s, ms[r][b]);
+            float dx, sx;
+            __m256i xq = bk_act(x + (size_t)b * xs, i, k, &dx, &sx);
+            __m256i p[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++)
+                p[r] = bk_pair(wq[r], _mm256_sign_epi8(wq[r], wq[r]), xq, k);
+            acc[b] = _mm256_fmadd_ps(bk_quad(p[0], p[1], p[2], p[3], k),
+                                     _mm256_mul_ps(d8, _mm256_set1_ps(dx)), acc[b]);
+            if (bk_has_min(k))
+                accm[b] = _mm_fmadd_ps(m4, _mm_set1_ps(sx), accm[b]);
+        }
+    }
+    for (int b = 0; b < RB; b++)
+        _mm_storeu_ps(out + 4 * b, bk_result(acc[b], accm[b], k));
+}
+
+/* One pair (the table's dot): the lo and hi sums come from madd and two hadds. */
+ALWAYS_INLINE float bk_dot(const char *w, const char *x, int64_t nb, const int k)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float accm = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        __m128 dm;
+        float dx, sx;
+        __m256i wq = bk_load(w, i, k, &dm);
+        __m256i xq = bk_act(x, i, k, &dx, &sx);
+        __m256i p =
+            _mm256_madd_epi16(bk_pair(wq, _mm256_sign_epi8(wq, wq), xq, k), _mm256_set1_epi16(1));
+        p = _mm256_hadd_epi32(p, p);
+        p = _mm256_hadd_epi32(p, p);
+        __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_set1_ps(dx));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc);
+        if (bk_has_min(k))
+            accm = fmaf(_mm_cvtss_f32(_mm_movehdup_ps(dm)), sx, accm);
+    }
+    return _mm_cvtss_f32(bk_result(acc, _mm_set_ss(accm), k));
+}
+
+/* Rows repacked for prefill: Q4_0 / Q5_0 as Q8_0 (the same d and the same signed quants), and
+ * Q4_1 / Q5_1 as blk_u8_1. The tiles then skip the nibble and high-bit work (and, for blk_u8_1,
+ * the half conversions) with bit-identical results. */
+static void bk_repack(const char *w, char *out, int64_t nb, const int k)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        __m128 dm;
+        __m256i q = bk_load(w, i, k, &dm);
+        if (bk_has_min(k)) {
+            blk_u8_1 *o = (blk_u8_1 *)out + i;
+            o->d = _mm_cvtss_f32(dm), o->m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+            _mm256_storeu_si256((__m256i *)o->qs, q);
+        } else {
+            blk_q8_0 *o = (blk_q8_0 *)out + i;
+            memcpy(&o->d, w + (size_t)i * bk_bytes(k), sizeof o->d);
+            _mm256_storeu_si256((__m256i *)o->qs, q);
+        }
+    }
+}
+
+/* Activation bytes per chunk: a chunk of activation rows stays in L2 (512 KiB per core on the
+ * CPUs we measure) while every weight row of the range streams through it once. */
+#define ACT_CHUNK_BYTES   (192 * 1024)
+#define REPACK_MAX_BLOCKS 1024 /* one repacked row on the stack (40 KiB): up to 32,768 columns */
+#define ACT4_DS_CAP       2048 /* act4_ds entries on the stack (64 KiB) */
+
+/* Activation rows from which a weight row is repacked (measured: the 5-bit unpacking is dear
+ * enough to pay from 8 rows, Q5_0 at 16 rows ran 1.25× faster repacked; 4-bit from 32). */
+ALWAYS_INLINE int bk_repack_min(const int k)
+{
+    return k == BK_Q5_0 || k == BK_Q5_1 ? 8 : 32;
+}
+
+/* The driver: activation rows go four at a time through bk_tile_acts (one weight row each, their
+ * d and s gathered first into act4_ds); the zero to three left over, and batches under four, go
+ * through bk_tile_rows, four weight rows at a time (the last rows of the range repeat to fill a
+ * tile, and the repeats are not stored). */
+ALWAYS_INLINE void bk_drive(const int k, const void *W, int64_t cols, const void *xq, size_t xs,
+                            int B, float *Y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    blk_u8_1 packed[REPACK_MAX_BLOCKS];
+    act4_ds ds[ACT4_DS_CAP];
+    const int64_t nb = cols / 32;
+    const size_t row_bytes = (size_t)nb * bk_bytes(k);
+    int chunk = B;
+    if ((size_t)B * xs > ACT_CHUNK_BYTES) {
+        chunk = (int)(ACT_CHUNK_BYTES / xs) & ~3;
+        chunk = chunk < 4 ? 4 : chunk;
+    }
+    int64_t max_groups = ACT4_DS_CAP / nb; /* 0 beyond 65,536 columns: row tiles only */
+    if (max_groups > 0 && chunk / 4 > max_groups)
+        chunk = (int)max_groups * 4;
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+        int bn = B - b0 < chunk ? B - b0 : chunk;
+        const char *x0 = (const char *)xq + (size_t)b0 * xs;
+        int ng = max_groups > 0 ? bn / 4 : 0;
+        for (int g = 0; g < ng; g++)
+            for (int j = 0; j < 4; j++)
+                for (int64_t i = 0; i < nb; i++)
+                    bk_act(x0 + (size_t)(4 * g + j) * xs, i, k, &ds[g * nb + i].d[j],
+                           &ds[g * nb + i].s[j]);
+        bool repack = k != BK_Q8_0 && bn >= bk_repack_min(k) && nb <= REPACK_MAX_BLOCKS;
+        for (int64_t r = r0; ng > 0 && r < r1; r++) {
+            const char *w = (const char *)W + (size_t)r * row_bytes;
+            for (int g = 0; g < ng; g++) {
+                float o[4];
+                const char *xg = x0 + (size_t)4 * g * xs;
+                if (repack && bk_has_min(k)) {
+                    if (g == 0)
+                        bk_repack(w, (char *)packed, nb, k);
+                    bk_tile_acts((const char *)packed, xg, xs, ds + g * nb, nb, BK_U8_1, o);
+                } else if (repack) {
+                    if (g == 0)
+                        bk_repack(w, (char *)packed, nb, k);
+                    bk_tile_acts((const char *)packed, xg, xs, ds + g * nb, nb, BK_Q8S, o);
+                } else {
+                    bk_tile_acts(w, xg, xs, ds + g * nb, nb, k, o);
+                }
+                for (int j = 0; j < 4; j++)
+                    Y[(int64_t)(b0 + 4 * g + j) * ldy + r] = o[j];
+            }
+        }
+        for (int b = 4 * ng; b < bn; b += 2) {
+            int rb = bn - b < 2 ? bn - b : 2;
+            for (int64_t r = r0; r < r1; r += 4) {
+                const char *w[4];
+                for (int q = 0; q < 4; q++)
+                    w[q] = (const char *)W + (size_t)(r + q < r1 ? r + q : r1 - 1) * row_bytes;
+                float o[8];
+                if (rb == 2)
+                    bk_tile_rows(w, x0 + (size_t)b * xs, xs, nb, 2, k, o);
+                else
+                    bk_tile_rows(w, x0 + (size_t)b * xs, xs, nb, 1, k, o);
+                for (int j = 0; j < rb; j++)
+                    for (int q = 0; q < 4 && r + q < r1; q++)
+                        Y[(int64_t)(b0 + b + j) * ldy + r + q] = o[4 * j + q];
             }
         }
     }
-    for (int r = 0; r < RW; r++)
-        for (int b = 0; b < RB; b++)
-            out[r * RB + b] = hsum_ps(acc[r][b]) + ms[r][b];
 }
+
+#define BK_FNS(name, k, qk)                                                                        \
+    static void mm_##name(const void *W, int64_t cols, const void *xq, size_t xs, int B, float *Y, \
+                          int64_t ldy, int64_t r0, int64_t r1)                                     \
+    {                                                                                              \
+        bk_drive(k, W, cols, xq, xs, B, Y, ldy, r0, r1);                                           \
+    }                                                                                              \
+    static float dot_##name(const void *w, const void *x, int64_t n)                               \
+    {                                                                                              \
+        return bk_dot(w, x, n / (qk), k);                                                          \
+    }
+BK_FNS(q4_0, BK_Q4_0, QK4_0)
+BK_FNS(q5_0, BK_Q5_0, QK5_0)
+BK_FNS(q8_0, BK_Q8_0, QK8_0)
+BK_FNS(q4_1, BK_Q4_1, QK4_1)
+BK_FNS(q5_1, BK_Q5_1, QK5_1)
 
 /* --- K-quants against Q8_K activations ---------------------------------------------------------
  * A super-block's integer sum is exact in int32 lanes (|Σ| < 2^26 for every format here), so a
@@ -577,106 +799,17 @@ typedef void (*tile_fn)(const char *w, size_t ws, const char *x, size_t xs, int6
 TILE_SET(tiles_f32, tile_float(w, ws, x, xs, n, RW, RB, 0, out))
 TILE_SET(tiles_f16, tile_float(w, ws, x, xs, n, RW, RB, 1, out))
 TILE_SET(tiles_bf16, tile_float(w, ws, x, xs, n, RW, RB, 2, out))
-TILE_SET(tiles_q4_0, tile_sq8(w, ws, x, xs, n / QK4_0, RW, RB, SQ_Q4_0, out))
-TILE_SET(tiles_q8_0, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
-TILE_SET(tiles_q5_0, tile_sq8(w, ws, x, xs, n / QK5_0, RW, RB, SQ_Q5_0, out))
-TILE_SET(tiles_q4_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 0, out))
-TILE_SET(tiles_q5_1, tile_q4_1(w, ws, x, xs, n / QK5_1, RW, RB, 1, out))
 
-/* Tiles over repacked rows (mm_drive): one or two weight rows by up to four activation rows. */
-#define TILE_SET_2X4(name, call)                                                                   \
-    TILE_FN(name, 1, 1, call)                                                                      \
-    TILE_FN(name, 1, 2, call)                                                                      \
-    TILE_FN(name, 1, 3, call)                                                                      \
-    TILE_FN(name, 1, 4, call)                                                                      \
-    TILE_FN(name, 2, 1, call)                                                                      \
-    TILE_FN(name, 2, 2, call)                                                                      \
-    TILE_FN(name, 2, 3, call)                                                                      \
-    TILE_FN(name, 2, 4, call)                                                                      \
-    static const tile_fn name[3][5] = {                                                            \
-        {NULL},                                                                                    \
-        {NULL, name##_1_1, name##_1_2, name##_1_3, name##_1_4},                                    \
-        {NULL, name##_2_1, name##_2_2, name##_2_3, name##_2_4},                                    \
-    };
-
-/* Q4_0 / Q5_0 rows repacked to Q8_0, and Q4_1 / Q5_1 rows unpacked (blk_u8_1). */
-TILE_SET_2X4(tiles_q8_0w, tile_sq8(w, ws, x, xs, n / QK8_0, RW, RB, SQ_Q8_0, out))
-TILE_SET_2X4(tiles_u8_1, tile_q4_1(w, ws, x, xs, n / QK4_1, RW, RB, 2, out))
 TILE_SET_1ROW(tiles_q4_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 0, out))
 TILE_SET_1ROW(tiles_q5_k, tile_q4_k(w, ws, x, xs, n / QK_K, RW, RB, 1, out))
 TILE_SET_1ROW(tiles_q6_k, tile_q6_k(w, ws, x, xs, n / QK_K, RW, RB, out))
 
-/* Q4_0 / Q5_0 rows as Q8_0: the same scale and the same signed quants (q − 8, q − 16), so
- * tile_sq8 computes bit-identical products from either form. A prefill step unpacks each weight
- * row once this way instead of once per group of four activation rows. */
-static void repack_sq8(const char *w, char *out, int64_t nb, const int kind)
-{
-    for (int64_t i = 0; i < nb; i++) {
-        float d;
-        __m256i q = signed_quants(w, i, kind, &d);
-        blk_q8_0 *o = (blk_q8_0 *)out + i;
-        o->d = kind == SQ_Q4_0 ? ((const blk_q4_0 *)w)[i].d : ((const blk_q5_0 *)w)[i].d;
-        _mm256_storeu_si256((__m256i *)o->qs, q);
-    }
-}
-static void repack_q4_0(const char *w, char *out, int64_t nb)
-{
-    repack_sq8(w, out, nb, SQ_Q4_0);
-}
-static void repack_q5_0(const char *w, char *out, int64_t nb)
-{
-    repack_sq8(w, out, nb, SQ_Q5_0);
-}
-
-/* Q4_1 / Q5_1 rows unpacked (blk_u8_1): tile_q4_1 then skips the nibble (and high-bit) work
- * and the half conversions, with bit-identical results. */
-static void repack_q4_1(const char *w, char *out, int64_t nb)
-{
-    for (int64_t i = 0; i < nb; i++) {
-        const blk_q4_1 *b = (const blk_q4_1 *)w + i;
-        blk_u8_1 *o = (blk_u8_1 *)out + i;
-        o->d = f16_f32(b->d), o->m = f16_f32(b->m);
-        _mm256_storeu_si256((__m256i *)o->qs, unpack_nibbles(b->qs));
-    }
-}
-static void repack_q5_1(const char *w, char *out, int64_t nb)
-{
-    for (int64_t i = 0; i < nb; i++) {
-        const blk_q5_1 *b = (const blk_q5_1 *)w + i;
-        blk_u8_1 *o = (blk_u8_1 *)out + i;
-        o->d = f16_f32(b->d), o->m = f16_f32(b->m);
-        _mm256_storeu_si256((__m256i *)o->qs,
-                            _mm256_or_si256(unpack_nibbles(b->qs), q5_high_bits(b->qh)));
-    }
-}
-
-/* Where a weight type has one: how its rows are repacked (32-value blocks of block_bytes) and
- * the tiles that read the repacked form, two rows at a time. */
-typedef struct repack_spec {
-    void (*fn)(const char *w, char *out, int64_t nb);
-    const tile_fn (*tiles)[5];
-    size_t block_bytes;
-    int min_rows; /* activation rows from which repacking pays (measured; below, each step
-                   * unpacks as before: a batched decode step reuses a row only a few times) */
-} repack_spec;
-static const repack_spec rp_q4_0 = {repack_q4_0, tiles_q8_0w, sizeof(blk_q8_0), 32};
-static const repack_spec rp_q5_0 = {repack_q5_0, tiles_q8_0w, sizeof(blk_q8_0), 8};
-static const repack_spec rp_q4_1 = {repack_q4_1, tiles_u8_1, sizeof(blk_u8_1), 32};
-static const repack_spec rp_q5_1 = {repack_q5_1, tiles_u8_1, sizeof(blk_u8_1), 8};
-#define REPACK_MAX_BLOCKS 1024 /* two repacked rows on the stack (80 KiB): up to 32,768 columns */
-
-/* Activation bytes per chunk: a chunk of activation rows stays in L2 (512 KiB per core on the
- * CPUs we measure) while every weight row of the range streams through it once. */
-#define ACT_CHUNK_BYTES (192 * 1024)
-
+/* The driver for the float and K-quant tiles: two weight rows at a time where there are at most
+ * two activation rows and the type has two-row tiles, else one, each against up to four. */
 static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W, int64_t cols,
                      const void *xq, size_t xs, int B, float *Y, int64_t ldy, int64_t r0,
-                     int64_t r1, const repack_spec *repack)
+                     int64_t r1)
 {
-    blk_u8_1 packed[2 * REPACK_MAX_BLOCKS]; /* the largest repacked block */
-    int64_t nb8 = cols / 32;
-    if (!repack || B < repack->min_rows || nb8 > REPACK_MAX_BLOCKS)
-        repack = NULL;
     int chunk = B;
     if (xs > 0 && (size_t)B * xs > ACT_CHUNK_BYTES) {
         chunk = (int)(ACT_CHUNK_BYTES / xs) & ~3;
@@ -688,20 +821,10 @@ static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W,
         for (int64_t r = r0; r < r1;) {
             const char *w = (const char *)W + (size_t)r * row_bytes;
             int rw = bn <= 2 && r + 1 < r1 && tiles[2][bn] ? 2 : 1;
-            const tile_fn(*t)[5] = tiles;
-            size_t ws = row_bytes;
-            if (repack && bn >= repack->min_rows) {
-                rw = r + 1 < r1 ? 2 : 1;
-                ws = (size_t)nb8 * repack->block_bytes;
-                for (int k = 0; k < rw; k++)
-                    repack->fn(w + (size_t)k * row_bytes, (char *)packed + (size_t)k * ws, nb8);
-                w = (const char *)packed;
-                t = repack->tiles;
-            }
             float o[8];
             for (int b = 0; b < bn; b += 4) {
                 int nb = bn - b < 4 ? bn - b : 4;
-                t[rw][nb](w, ws, x0 + (size_t)b * xs, xs, cols, o);
+                tiles[rw][nb](w, row_bytes, x0 + (size_t)b * xs, xs, cols, o);
                 for (int k = 0; k < rw; k++)
                     for (int j = 0; j < nb; j++)
                         Y[(int64_t)(b0 + b + j) * ldy + r + k] = o[k * nb + j];
@@ -711,22 +834,16 @@ static void mm_drive(const tile_fn tiles[3][5], size_t row_bytes, const void *W,
     }
 }
 
-#define MM_FN_R(name, tiles, row_bytes_expr, repack)                                               \
+#define MM_FN(name, tiles, row_bytes_expr)                                                         \
     static void name(const void *W, int64_t cols, const void *xq, size_t xs, int B, float *Y,      \
                      int64_t ldy, int64_t r0, int64_t r1)                                          \
     {                                                                                              \
-        mm_drive(tiles, (row_bytes_expr), W, cols, xq, xs, B, Y, ldy, r0, r1, repack);             \
+        mm_drive(tiles, (row_bytes_expr), W, cols, xq, xs, B, Y, ldy, r0, r1);                     \
     }
-#define MM_FN(name, tiles, row_bytes_expr) MM_FN_R(name, tiles, row_bytes_expr, NULL)
 
 MM_FN(mm_f32, tiles_f32, (size_t)cols * sizeof(float))
 MM_FN(mm_f16, tiles_f16, (size_t)cols * sizeof(qt_f16))
 MM_FN(mm_bf16, tiles_bf16, (size_t)cols * sizeof(qt_bf16))
-MM_FN_R(mm_q4_0, tiles_q4_0, (size_t)(cols / QK4_0) * sizeof(blk_q4_0), &rp_q4_0)
-MM_FN(mm_q8_0, tiles_q8_0, (size_t)(cols / QK8_0) * sizeof(blk_q8_0))
-MM_FN_R(mm_q4_1, tiles_q4_1, (size_t)(cols / QK4_1) * sizeof(blk_q4_1), &rp_q4_1)
-MM_FN_R(mm_q5_0, tiles_q5_0, (size_t)(cols / QK5_0) * sizeof(blk_q5_0), &rp_q5_0)
-MM_FN_R(mm_q5_1, tiles_q5_1, (size_t)(cols / QK5_1) * sizeof(blk_q5_1), &rp_q5_1)
 MM_FN(mm_q4_k, tiles_q4_k, (size_t)(cols / QK_K) * sizeof(blk_q4_k))
 MM_FN(mm_q5_k, tiles_q5_k, (size_t)(cols / QK_K) * sizeof(blk_q5_k))
 MM_FN(mm_q6_k, tiles_q6_k, (size_t)(cols / QK_K) * sizeof(blk_q6_k))
@@ -1057,15 +1174,15 @@ void qt_avx2_install(qt_traits tab[QT_NTYPES], qt_mm_fn mm[QT_NTYPES])
     mm[GGML_BF16] = mm_bf16;
 
     tab[GGML_Q4_0].dequant = dequant_q4_0;
-    tab[GGML_Q4_0].dot = tiles_q4_0_dot;
+    tab[GGML_Q4_0].dot = dot_q4_0;
     mm[GGML_Q4_0] = mm_q4_0;
 
     tab[GGML_Q4_1].dequant = dequant_q4_1;
-    tab[GGML_Q4_1].dot = tiles_q4_1_dot;
+    tab[GGML_Q4_1].dot = dot_q4_1;
     mm[GGML_Q4_1] = mm_q4_1;
 
     tab[GGML_Q8_0].dequant = dequant_q8_0;
-    tab[GGML_Q8_0].dot = tiles_q8_0_dot;
+    tab[GGML_Q8_0].dot = dot_q8_0;
     tab[GGML_Q8_0].quantize = quantize_q8_0;
     mm[GGML_Q8_0] = mm_q8_0;
 
@@ -1073,11 +1190,11 @@ void qt_avx2_install(qt_traits tab[QT_NTYPES], qt_mm_fn mm[QT_NTYPES])
     tab[GGML_Q8_1].quantize = quantize_q8_1;
 
     tab[GGML_Q5_0].dequant = dequant_q5_0;
-    tab[GGML_Q5_0].dot = tiles_q5_0_dot;
+    tab[GGML_Q5_0].dot = dot_q5_0;
     mm[GGML_Q5_0] = mm_q5_0;
 
     tab[GGML_Q5_1].dequant = dequant_q5_1;
-    tab[GGML_Q5_1].dot = tiles_q5_1_dot;
+    tab[GGML_Q5_1].dot = dot_q5_1;
     mm[GGML_Q5_1] = mm_q5_1;
 
     tab[GGML_Q4_K].dequant = dequant_q4_k;
