@@ -3,8 +3,10 @@ same machine, same thread count, in one run.
 
 Both sides use llama-bench's convention: pp512 = one 512-token prefill (tokens/s), tg128 = 128
 single-token decode steps (tokens/s), mean ± sd over 5 runs after a warm-up, random token ids,
-no tokenisation or sampling in the timing. parley also reports batched decode at 1/4/16/64
-sequences (aggregate tokens/s) and its peak RSS. The llama.cpp side is llama-cpp-python built
+no tokenisation or sampling in the timing. Batched decode at 1/4/16/64 sequences (aggregate
+tokens/s: a 32-token prefix per sequence, then 32 steps of one token for every sequence) is
+measured on both sides the same way, llama.cpp's up to 16 sequences, each next to its own
+single-sequence rate; parley also reports its peak RSS. The llama.cpp side is llama-cpp-python built
 from source with native CPU flags (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install --no-binary
 llama-cpp-python llama-cpp-python`); without it the anchor column says so.
 
@@ -44,7 +46,8 @@ def parley_bench(build, model, threads, reps):
 
 def llama_anchor(model, threads, reps):
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "llama_anchor.py"), "--model",
-                        str(model), "--threads", str(threads), "--reps", str(reps)],
+                        str(model), "--threads", str(threads), "--reps", str(reps),
+                        "--batch", "1,4,16"],
                        capture_output=True, text=True, timeout=3600)
     try:
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -80,11 +83,22 @@ def bench_model(model, a):
         ratio = f"{ours[0] / theirs['mean']:6.2f}x" if ours and theirs else ""
         print(f"{test:<24} {o:>18} {t:>18} {ratio:>7}")
     single = rows.get("decode x1 (aggregate)")
+    their_single = anchor.get("decode x1")
     for b in (1, 4, 16, 64):
         r = rows.get(f"decode x{b} (aggregate)")
-        if r:
-            extra = f"   {r[0] / single[0]:.2f}x single" if single and b > 1 else ""
-            print(f"{'decode x%d aggregate' % b:<24} {r[0]:8.2f} ± {r[1]:6.2f}{extra}")
+        theirs = anchor.get(f"decode x{b}")
+        if not r:
+            continue
+        o = f"{r[0]:8.2f} ± {r[1]:6.2f}"
+        t = f"{theirs['mean']:8.2f} ± {theirs['sd']:6.2f}" if theirs else "n/a"
+        ratio = f"{r[0] / theirs['mean']:6.2f}x" if theirs else ""
+        extra = ""
+        if b > 1 and single:
+            extra = f"   ({r[0] / single[0]:.2f}x single"
+            if theirs and their_single:
+                extra += f"; llama.cpp {theirs['mean'] / their_single['mean']:.2f}x"
+            extra += ")"
+        print(f"{'decode x%d aggregate' % b:<24} {o:>18} {t:>18} {ratio:>7}{extra}")
     print(rss)
     if "version" in anchor:
         print(f"anchor: llama-cpp-python {anchor['version']}")
