@@ -46,6 +46,33 @@ def pct(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+DELIVERY = "parley_gateway_token_delivery_seconds"
+
+
+def delivery_buckets(admin_port):
+    """The gateway's token-delivery histogram now: {upper bound (s): cumulative count}."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(DELIVERY + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def delivery_stats(before, after):
+    """Count and the bucket bounds under which 50% and 99% of the tokens delivered between two
+    scrapes arrived (a histogram gives bounds, not exact quantiles)."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1] if delta else 0
+    bound = {}
+    for q in (50, 99):
+        bound[q] = next((le for le, c in delta if total and c >= total * q / 100), float("nan"))
+    return {"tokens": int(total), "p50_le": bound[50], "p99_le": bound[99]}
+
+
 def summarize(results, wall):
     ok = [r for r in results if r["ok"]]
     out_toks = sum(r["output_tokens"] for r in ok)
@@ -211,7 +238,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--levels", default="1,4,16,64")
     ap.add_argument("--min-requests", type=int, default=8,
-                    help="requests per level at least (each level sends max(this, 2 x concurrency))")
+                    help="requests per level at least (each level sends max(this, 4 x concurrency))")
     ap.add_argument("--json", help="also write all figures to this file")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -237,9 +264,11 @@ def main():
         run_http(host, port, "/v1/chat/completions", stack.api_key(), ps.MODEL_NAME, 1, 2,
                  a.max_tokens)  # warm-up
         for conc in levels:
-            n_req = max(a.min_requests, 2 * conc)
+            n_req = max(a.min_requests, 4 * conc)
+            before = delivery_buckets(stack.ports.admin("gateway"))
             s = run_http(host, port, "/v1/chat/completions", stack.api_key(), ps.MODEL_NAME,
                          conc, n_req, a.max_tokens)
+            s["delivery"] = delivery_stats(before, delivery_buckets(stack.ports.admin("gateway")))
             figures[f"stack c={conc}"] = s
             rows.append(fmt_row(f"parley stack c={conc}", s))
             d = run_direct(stack, conc, n_req, a.max_tokens)
@@ -269,8 +298,12 @@ def main():
     for conc in levels:
         s, d = figures.get(f"stack c={conc}"), figures.get(f"worker c={conc}")
         if s and d and d["output_tok_per_s"] > 0:
+            dl = s.get("delivery") or {}
             print(f"c={conc}: stack/worker throughput {s['output_tok_per_s'] / d['output_tok_per_s']:.3f}, "
-                  f"ITL p99 added {(s['itl']['p99'] - d['itl']['p99']) * 1e3:+.2f} ms")
+                  f"ITL p99 stack − worker {(s['itl']['p99'] - d['itl']['p99']) * 1e3:+.2f} ms; "
+                  f"token delivery worker → client socket (gateway histogram, "
+                  f"{dl.get('tokens', 0)} tokens): p50 ≤ {dl.get('p50_le', float('nan')) * 1e3:g} ms, "
+                  f"p99 ≤ {dl.get('p99_le', float('nan')) * 1e3:g} ms")
     if "skipped" not in ll and one:
         print(f"c=1 vs llama.cpp: TTFT {one['ttft']['mean'] * 1e3:.1f} vs "
               f"{ll['ttft']['mean'] * 1e3:.1f} ms, output tok/s {one['output_tok_per_s']:.1f} vs "

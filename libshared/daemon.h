@@ -83,9 +83,10 @@ const char *dmn_instance(dmn *d);
 /* True once SIGTERM/SIGINT arrived. */
 bool dmn_stopping(dmn *d);
 
-/* Monotonic milliseconds, and wall-clock unix milliseconds. */
+/* Monotonic milliseconds, and wall-clock unix milliseconds and microseconds. */
 int64_t dmn_now_ms(void);
 int64_t dmn_wall_ms(void);
+int64_t dmn_wall_us(void);
 
 /* Writes 32 lowercase hex characters of randomness (128 bits) and a NUL into out[33]. */
 void dmn_random_id(char out[33]);

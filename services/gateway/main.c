@@ -192,6 +192,14 @@ static pl_status gw_start(dmn *d, void *ctx)
                                  g->cfg.first_token_wait_ms, &g->streams);
     if (s != PL_OK)
         return s;
+    static const double delay_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005,
+                                           0.01,   0.025,   0.05,   0.1,   0.25,  1};
+    gws_hub_set_delay_metric(
+        g->streams,
+        met_histogram(mr, "parley_gateway_token_delivery_seconds",
+                      "per streamed token: from the worker publishing it to the gateway handing "
+                      "it to the client's socket (the NATS and gateway path)",
+                      NULL, delay_buckets, sizeof delay_buckets / sizeof delay_buckets[0]));
     if ((s = gw_auth_cache_start(g)) != PL_OK)
         return s;
     if (g->cfg.view_cache_bytes) {

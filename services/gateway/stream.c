@@ -25,6 +25,8 @@
 #include "wire.h"
 #include "sync.h"
 
+#define GWS_STAMPS 32 /* deltas timed per stream while unsent; more are not timed */
+
 struct gws {
     atomic_int refs;
     pthread_mutex_t mu;
@@ -42,6 +44,12 @@ struct gws {
     char *buf;
     size_t len, off, cap;
     int64_t last_out_ms, last_delta_ms;
+    /* Worker stamps of the deltas whose bytes are still in buf (a FIFO, by end offset). */
+    struct {
+        size_t end;
+        int64_t sent_us;
+    } stamp[GWS_STAMPS];
+    int stamp_head, stamp_n;
     gws *prev, *next; /* hub list */
 };
 
@@ -54,6 +62,7 @@ struct gws_hub {
     gws *head;
     size_t count;
     int64_t keepalive_ms, idle_timeout_ms, first_wait_ms;
+    met_family *delay; /* worker publish → bytes handed to the socket, seconds; may be NULL */
 };
 
 static void gws_free(gws *s)
@@ -213,6 +222,11 @@ static void on_delta(bus_msg *m, void *arg)
         if (d->finish_reason != PARLEY__V1__FINISH_REASON__FINISH_REASON_NONE || d->error)
             s->done = true;
         s->fmt(s, d, s->user);
+        if (d->sent_us > 0 && s->hub->delay && s->stamp_n < GWS_STAMPS) {
+            int k = (s->stamp_head + s->stamp_n++) % GWS_STAMPS;
+            s->stamp[k].end = s->len;
+            s->stamp[k].sent_us = d->sent_us;
+        }
         s->started = true;
         wake(s);
     }
@@ -314,6 +328,14 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
         memcpy(out, s->buf + s->off, k);
         s->off += k;
         n = (ssize_t)k;
+        /* Deltas now wholly handed to MHD, which writes them to the socket on this thread. */
+        int64_t now = s->stamp_n ? dmn_wall_us() : 0;
+        while (s->stamp_n && s->stamp[s->stamp_head].end <= s->off) {
+            int64_t us = now - s->stamp[s->stamp_head].sent_us;
+            met_family_observe(s->hub->delay, us > 0 ? (double)us * 1e-6 : 0.0);
+            s->stamp_head = (s->stamp_head + 1) % GWS_STAMPS;
+            s->stamp_n--;
+        }
     } else if (s->done) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
     } else {
@@ -400,6 +422,11 @@ pl_status gws_hub_create(bus *b, int64_t keepalive_ms, int64_t idle_timeout_ms,
     }
     *out = h;
     return PL_OK;
+}
+
+void gws_hub_set_delay_metric(gws_hub *h, met_family *f)
+{
+    h->delay = f;
 }
 
 size_t gws_hub_count(gws_hub *h)

@@ -21,6 +21,7 @@
 #include <microhttpd.h>
 
 #include "bus.h"
+#include "metrics.h"
 #include "parley.pb-c.h"
 #include "status.h"
 
@@ -43,6 +44,11 @@ void gws_hub_stop(gws_hub *h, int64_t wait_ms);
 /* Frees the hub; after the HTTP server stopped (streams detach into the hub). Accepts NULL. */
 void gws_hub_free(gws_hub *h);
 size_t gws_hub_count(gws_hub *h);
+/* Histogram (seconds, no labels) observed once per worker-stamped delta: from the worker's
+ * publish to the gateway handing the event's bytes to the client's socket. Set before the
+ * first stream. The worker's and this host's clocks are compared, so across machines the figure
+ * holds only as far as their clocks agree (negative values count as 0). */
+void gws_hub_set_delay_metric(gws_hub *h, met_family *f);
 
 /* Creates a stream for `request_id` and subscribes to `delta_subject`. `user` is freed with
  * `user_free` when the stream is freed. The returned stream holds one reference for the caller

@@ -180,6 +180,7 @@ static void publish_delta(srv_model *m, job *j, const char *text, size_t len, co
     d.n_token_ids = n_ids;
     d.worker_id = (char *)m->o.worker_id;
     d.model = m->name;
+    d.sent_us = dmn_wall_us(); /* the gateway times the path from here to the client */
     Parley__V1__Usage usage = PARLEY__V1__USAGE__INIT;
     Parley__V1__Error err;
     if (final) {

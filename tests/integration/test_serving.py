@@ -357,6 +357,23 @@ def test_metrics_use_operator_names(serving):
         serving["infer-gateway"].admin_url("/metrics")).text
 
 
+def test_gateway_times_each_streamed_token_from_the_worker(serving):
+    """parley_gateway_token_delivery_seconds gets one sample per worker-stamped delta that the
+    gateway hands to a client's socket, and the samples are plausible (the same host's clock)."""
+    count = "parley_gateway_token_delivery_seconds_count"
+    before = metric(serving, "gateway", count)
+    before_sum = metric(serving, "gateway", "parley_gateway_token_delivery_seconds_sum")
+    chunks = list(ask(serving, "Count from one to ten.", max_tokens=12, temperature=0,
+                      stream=True))
+    deltas = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    added = metric(serving, "gateway", count) - before
+    # every content delta, plus the final one (finish reason, no text) the worker also stamps
+    assert len(deltas) <= added <= len(deltas) + 2, (len(deltas), added)
+    mean = (metric(serving, "gateway", "parley_gateway_token_delivery_seconds_sum")
+            - before_sum) / added
+    assert 0 <= mean < 1.0
+
+
 def test_worker_is_not_ready_until_its_models_load(serving, workdir):
     r = ps.http_request(serving["worker"].admin_url("/readyz"))
     checks = {c["name"]: c for c in r.json()["checks"]}
