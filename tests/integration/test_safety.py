@@ -8,6 +8,8 @@ Events are published straight to JetStream with parley-safety-pub (tools/safety-
 test needs many of them or malformed ones; verdicts are read from PostgreSQL with psql."""
 
 import contextlib
+import csv
+import io
 import json
 import re
 import secrets
@@ -25,10 +27,12 @@ PASSWORD = "conversations test pw"
 
 
 def psql(stack, sql):
-    out = subprocess.run(["psql", "-q", "-t", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1",
+    """Rows of a query as lists of strings. CSV, so a value holding a newline or a "|" (a model's
+    free-text answer may) stays one field."""
+    out = subprocess.run(["psql", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1",
                           stack.pg_url, "-c", sql], check=True, capture_output=True, text=True,
                          timeout=20)
-    return [line.split("|") for line in out.stdout.splitlines() if line]
+    return [row for row in csv.reader(io.StringIO(out.stdout)) if row]
 
 
 def scalar(stack, sql):
