@@ -1006,6 +1006,60 @@ TEST(quant_matmul_equals_matvec)
     check_matmul(&r, GGML_Q6_K, 7, 2048, 150);
 }
 
+/* The 32-value block tiles sum eight products in int16 before widening (see quant_avx2.c).
+ * Weights whose every quant has the type's largest magnitude (Q4_1 15, Q5_1 31, Q4_0 −8, Q5_0
+ * −16, Q8_0 −128 and 127) against activations at ±127 are the largest those sums get: every
+ * batch shape still agrees with the reference dot, which a wrapped sum would miss by far. */
+TEST(quant_matmul_exact_at_the_int16_limits)
+{
+    static const gguf_ttype types[] = {GGML_Q4_0, GGML_Q5_0, GGML_Q8_0, GGML_Q4_1, GGML_Q5_1};
+    enum { R = 6, COLS = 96, BMAX = 9 };
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        gguf_ttype t = types[k];
+        const qt_traits *tr = qt_get(t), *vt = qt_get(tr->vec_dot_type);
+        size_t wrow = qt_row_size(t, COLS), xrow = qt_row_size(tr->vec_dot_type, COLS);
+        uint8_t *W = malloc(wrow * R), *X = malloc(xrow * BMAX);
+        /* every byte 0xff: 15 in each nibble and all Q5 high bits set; Q8_0 quants then −1,
+         * so they are rewritten below */
+        memset(W, 0xff, wrow * R);
+        for (int i = 0; i < R * COLS / 32; i++) {
+            uint8_t *blk = W + (size_t)i * tr->block_bytes;
+            qt_f16 one = qt_f32_to_f16(1.0f), zero = 0;
+            memcpy(blk, &one, 2);
+            if (t == GGML_Q4_1 || t == GGML_Q5_1)
+                memcpy(blk + 2, &zero, 2);
+            if (t == GGML_Q4_0)
+                memset(blk + 2, 0x00, 16); /* q − 8 = −8 */
+            if (t == GGML_Q5_0)
+                memset(blk + 2, 0x00, 20); /* no high bits, q − 16 = −16 */
+            if (t == GGML_Q8_0)
+                for (int j = 0; j < 32; j++)
+                    blk[2 + j] = (uint8_t)(i % 2 ? 0x80 : 0x7f); /* −128 or 127 */
+        }
+        float x[COLS];
+        for (int b = 0; b < BMAX; b++) {
+            for (int j = 0; j < COLS; j++)
+                x[j] = b % 2 ? -1.0f : 1.0f; /* quantises to ±127 */
+            vt->quantize(x, X + (size_t)b * xrow, COLS);
+        }
+        float Y[BMAX * R];
+        int off = 0;
+        for (int B = 1; B <= BMAX; B++) {
+            qt_matmul_rows(t, W, COLS, X, xrow, B, Y, R, 0, R);
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < R; i++) {
+                    double ref = tr->dot_ref(W + (size_t)i * wrow, X + (size_t)b * xrow, COLS);
+                    off += !(fabs(Y[b * R + i] - ref) <= 1e-5 * fabs(ref));
+                }
+        }
+        if (off)
+            th_fail(__FILE__, __LINE__, "%s: %d products off the reference", tr->name, off);
+        th_checked();
+        free(W);
+        free(X);
+    }
+}
+
 TEST(quant_force_scalar)
 {
     rng r = {5};
