@@ -82,13 +82,6 @@ ALWAYS_INLINE __m256i unpack_nibbles(const uint8_t *qs)
     return _mm256_and_si256(raw, _mm256_set1_epi8(0x0f));
 }
 
-/* Sum of 32 products of unsigned bytes u (≤ 128) and signed bytes s, as 8 int32 lanes → float. */
-ALWAYS_INLINE __m256 dot_u8s8(__m256i u, __m256i s)
-{
-    __m256i p16 = _mm256_maddubs_epi16(u, s);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
-
 /* --- F32 / F16 / BF16 weights against F32 activations ----------------------------------------- */
 
 ALWAYS_INLINE __m256 load_w_f32(const void *w, int64_t i)
@@ -258,39 +251,31 @@ ALWAYS_INLINE size_t bk_bytes(const int k)
 ALWAYS_INLINE __m256i bk_load(const char *row, int64_t i, const int k, __m128 *dm)
 {
     const char *b = row + (size_t)i * bk_bytes(k);
-    uint32_t h;
+    if (k == BK_U8_1) {
+        *dm = _mm_castpd_ps(_mm_load_sd((const double *)b));
+        return _mm256_loadu_si256((const __m256i *)((const blk_u8_1 *)b)->qs);
+    }
+    uint32_t h = 0;
     memcpy(&h, b, k >= BK_Q4_1 ? 4 : 2); /* the halves d (and m) start every raw block */
+    *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+    if (k != BK_Q8S)
+        prefetch_far(b);
     switch (k) {
     case BK_Q4_0:
-        prefetch_far(b);
-        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
         return _mm256_sub_epi8(unpack_nibbles(((const blk_q4_0 *)b)->qs), _mm256_set1_epi8(8));
     case BK_Q5_0: {
         const blk_q5_0 *b5 = (const blk_q5_0 *)b;
-        prefetch_far(b);
-        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
         return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(b5->qs), q5_high_bits(b5->qh)),
                                _mm256_set1_epi8(16));
     }
-    case BK_Q8_0:
-        prefetch_far(b);
-        /* fall through */
-    case BK_Q8S:
-        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
-        return _mm256_loadu_si256((const __m256i *)((const blk_q8_0 *)b)->qs);
     case BK_Q4_1:
-        prefetch_far(b);
-        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
         return unpack_nibbles(((const blk_q4_1 *)b)->qs);
     case BK_Q5_1: {
         const blk_q5_1 *b5 = (const blk_q5_1 *)b;
-        prefetch_far(b);
-        *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
         return _mm256_or_si256(unpack_nibbles(b5->qs), q5_high_bits(b5->qh));
     }
-    default:
-        *dm = _mm_castpd_ps(_mm_load_sd((const double *)b));
-        return _mm256_loadu_si256((const __m256i *)((const blk_u8_1 *)b)->qs);
+    default: /* BK_Q8_0, BK_Q8S */
+        return _mm256_loadu_si256((const __m256i *)((const blk_q8_0 *)b)->qs);
     }
 }
 
@@ -445,7 +430,7 @@ ALWAYS_INLINE float bk_dot(const char *w, const char *x, int64_t nb, const int k
 /* Rows repacked for prefill: Q4_0 / Q5_0 as Q8_0 (the same d and the same signed quants), and
  * Q4_1 / Q5_1 as blk_u8_1. The tiles then skip the nibble and high-bit work (and, for blk_u8_1,
  * the half conversions) with bit-identical results. */
-static void bk_repack(const char *w, char *out, int64_t nb, const int k)
+ALWAYS_INLINE void bk_repack(const char *w, char *out, int64_t nb, const int k)
 {
     for (int64_t i = 0; i < nb; i++) {
         __m128 dm;
@@ -510,15 +495,16 @@ ALWAYS_INLINE void bk_drive(const int k, const void *W, int64_t cols, const void
         bool repack = k != BK_Q8_0 && bn >= bk_repack_min(k) && nb <= REPACK_MAX_BLOCKS;
         for (int64_t r = r0; ng > 0 && r < r1; r++) {
             const char *w = (const char *)W + (size_t)r * row_bytes;
+            if (repack) {
+                bk_repack(w, (char *)packed, nb, k);
+                w = (const char *)packed;
+            }
             for (int g = 0; g < ng; g += 2) {
                 float o[8];
                 const int nq = ng - g < 2 ? 1 : 2;
                 const char *xg = x0 + (size_t)4 * g * xs;
                 const act4_ds *dg = ds + g * nb;
-                if (repack && g == 0) {
-                    bk_repack(w, (char *)packed, nb, k);
-                    w = (const char *)packed;
-                }
+                /* the kind stays a constant in each call, so every instance is specialised */
                 if (repack && bk_has_min(k))
                     bk_acts_call(w, xg, xs, dg, nb, nq, BK_U8_1, o);
                 else if (repack)
