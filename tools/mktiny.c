@@ -1,9 +1,10 @@
 /* mktiny.c — parley-mktiny: writes a tiny random-weight llama GGUF with a real vocabulary.
  *
- *   parley-mktiny --out PATH [--from SRC.gguf] [--seed N]
- *                 [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K]
+ *   parley-mktiny --out PATH [--from SRC.gguf] [--seed N] [--arch llama|gemma3]
+ *                 [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K | --mixed]
  *                 [--layers N] [--embd N] [--heads N] [--kv-heads N] [--ff N] [--ctx N]
- *                 [--untied] [--gguf-version 2|3] [--align N] [--max-vocab N]
+ *                 [--head-dim N] [--window N] [--untied] [--gguf-version 2|3] [--align N]
+ *                 [--max-vocab N]
  *
  * The tokenizer.* metadata (tokens, scores, token types, merges, special ids, pre-tokenizer,
  * chat template...) is copied key by key from SRC (default: $PARLEY_SMOLLM2, else
@@ -12,6 +13,12 @@
  * seeded generator (same options and seed give the same bytes). Norm weights are F32 near 1;
  * matrices and the embedding are in --type (the K types need --embd and --ff to be multiples
  * of 256). Used by tests, benchmarks and the fuzzer's seeds.
+ * --arch gemma3 writes Gemma 3's layout instead: QK-norm and post-attention / post-FFN norm
+ * vectors, --head-dim (gemma3.attention.key_length; default --embd / --heads) and
+ * --window (the sliding window of the local layers; default 512), rms epsilon 1e-6, rope bases
+ * 1e6 (global) and 10000 (local); the output is always tied. --mixed writes the type mix of the
+ * Gemma 3 270M Q4_K_M file: Q8_0 embedding and V, Q5_0 Q/K/gate/up, Q4_K attention output and
+ * Q6_K down projection (Q5_0 / Q8_0 where a row is not a multiple of 256).
  * --max-vocab N keeps the first N tokens and only the merges among them (a small, consistent
  * tokenizer: the fuzzer's seed files).
  *
@@ -38,8 +45,8 @@ typedef struct opts {
     const char *out, *from;
     gguf_ttype type;
     uint64_t seed;
-    long layers, embd, heads, kv_heads, ff, ctx, align, max_vocab;
-    bool untied;
+    long layers, embd, heads, kv_heads, ff, ctx, align, max_vocab, head_dim, window;
+    bool untied, gemma, mixed;
     uint32_t version;
 } opts;
 
@@ -125,6 +132,21 @@ static void kv_str(wbuf *b, const char *key, const char *v)
     w_cstr(b, key);
     w_u32(b, GGUF_STRING);
     w_cstr(b, v);
+}
+
+/* "<arch>.<key>" */
+static void kv_arch_u32(wbuf *b, const char *arch, const char *key, uint32_t v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    kv_u32(b, k, v);
+}
+
+static void kv_arch_f32(wbuf *b, const char *arch, const char *key, float v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    kv_f32(b, k, v);
 }
 
 static size_t scalar_size(gguf_vtype t)
@@ -296,6 +318,31 @@ static float uniform(uint64_t *s, float lo, float hi)
     return lo + (hi - lo) * (float)((splitmix(s) >> 40) * (1.0 / 16777216.0));
 }
 
+/* The roles of the matrices, for --mixed. */
+typedef enum mx_role { MX_EMBD, MX_QKGU, MX_V, MX_OUT, MX_DOWN } mx_role;
+
+/* A matrix's type: --type, or with --mixed the Gemma 3 270M Q4_K_M file's choice for the role,
+ * falling back to a 32-value block type where the row (`cols` values) does not fill 256-value
+ * K-quant blocks (as that file does for its 640-wide rows). */
+static gguf_ttype mx_type(const opts *o, mx_role role, long cols)
+{
+    if (!o->mixed)
+        return o->type;
+    bool k_ok = cols % 256 == 0;
+    switch (role) {
+    case MX_QKGU:
+        return GGML_Q5_0;
+    case MX_OUT:
+        return k_ok ? GGML_Q4_K : GGML_Q5_0;
+    case MX_DOWN:
+        return k_ok ? GGML_Q6_K : GGML_Q8_0;
+    case MX_EMBD:
+    case MX_V:
+    default:
+        return GGML_Q8_0;
+    }
+}
+
 typedef struct tdesc {
     char name[64];
     uint64_t ne[2];
@@ -319,11 +366,13 @@ static int fail(const char *fmt, ...)
 
 static void usage(FILE *o)
 {
-    fprintf(o, "usage: parley-mktiny --out PATH [--from SRC.gguf]\n"
-               "       [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K]\n"
+    fprintf(o, "usage: parley-mktiny --out PATH [--from SRC.gguf] [--arch llama|gemma3]\n"
+               "       [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K | --mixed]\n"
                "       [--seed N] [--layers N] [--embd N] [--heads N] [--kv-heads N] [--ff N]\n"
-               "       [--ctx N] [--untied] [--gguf-version 2|3] [--align N] [--max-vocab N]\n"
-               "Writes a tiny random-weight llama GGUF whose tokenizer is copied from SRC.\n");
+               "       [--head-dim N] [--window N] [--ctx N] [--untied] [--gguf-version 2|3]\n"
+               "       [--align N] [--max-vocab N]\n"
+               "Writes a tiny random-weight llama or gemma3 GGUF whose tokenizer is copied from\n"
+               "SRC. --mixed: the Gemma 3 270M Q4_K_M file's mix of tensor types.\n");
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *v)
@@ -369,6 +418,10 @@ static int parse_args(int argc, char **argv, opts *o)
             o->untied = true;
             continue;
         }
+        if (strcmp(a, "--mixed") == 0) {
+            o->mixed = true;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "parley-mktiny: %s needs a value\n", a);
             return 2;
@@ -380,6 +433,13 @@ static int parse_args(int argc, char **argv, opts *o)
             o->out = v;
         else if (strcmp(a, "--from") == 0)
             o->from = v;
+        else if (strcmp(a, "--arch") == 0) {
+            ok = strcmp(v, "llama") == 0 || strcmp(v, "gemma3") == 0;
+            o->gemma = strcmp(v, "gemma3") == 0;
+        } else if (strcmp(a, "--head-dim") == 0)
+            ok = parse_long(v, 2, 512, &o->head_dim) && o->head_dim % 2 == 0;
+        else if (strcmp(a, "--window") == 0)
+            ok = parse_long(v, 1, 1 << 20, &o->window);
         else if (strcmp(a, "--type") == 0) {
             if (strcmp(v, "f32") == 0)
                 o->type = GGML_F32;
@@ -444,15 +504,29 @@ static int parse_args(int argc, char **argv, opts *o)
     }
     if (!o->from)
         o->from = default_src();
-    long hd = o->embd / o->heads;
-    if (o->embd % o->heads || hd % 2 || o->heads % o->kv_heads) {
+    if (o->head_dim && !o->gemma) {
+        fprintf(stderr, "parley-mktiny: --head-dim needs --arch gemma3 (llama's is embd/heads)\n");
+        return 2;
+    }
+    if (o->gemma && o->untied) {
+        fprintf(stderr, "parley-mktiny: gemma3's output is tied to its embedding (no --untied)\n");
+        return 2;
+    }
+    if (!o->window)
+        o->window = 512;
+    long hd = o->head_dim ? o->head_dim : o->embd / o->heads;
+    if ((!o->head_dim && o->embd % o->heads) || hd % 2 || o->heads % o->kv_heads) {
         fprintf(stderr, "parley-mktiny: --embd must split into an even head size over --heads, "
                         "and --heads must be a multiple of --kv-heads\n");
         return 2;
     }
-    long blk = o->type == GGML_Q4_K || o->type == GGML_Q5_K || o->type == GGML_Q6_K ? 256 : 32;
-    if (o->embd % blk || o->ff % blk) {
-        fprintf(stderr, "parley-mktiny: --embd and --ff must be multiples of %ld (block size)\n",
+    o->head_dim = hd;
+    bool k_type = o->type == GGML_Q4_K || o->type == GGML_Q5_K || o->type == GGML_Q6_K;
+    long blk = k_type && !o->mixed ? 256 : 32;
+    if (o->embd % blk || o->ff % blk || (o->heads * hd) % blk) {
+        fprintf(stderr,
+                "parley-mktiny: --embd, --ff and heads x head size must be multiples of %ld "
+                "(block size)\n",
                 blk);
         return 2;
     }
@@ -491,17 +565,22 @@ int main(int argc, char **argv)
             kp.sorted[j] = gguf_array_str(&toks, j);
         qsort(kp.sorted, kp.n, sizeof(gguf_str), cmp_str);
     }
-    long hd = o.embd / o.heads, kv_dim = hd * o.kv_heads;
+    long hd = o.head_dim, q_dim = hd * o.heads, kv_dim = hd * o.kv_heads;
 
     /* tensor list */
-    size_t nt = 2 + 9 * (size_t)o.layers + (o.untied ? 1 : 0), ti = 0;
+    size_t per_layer = o.gemma ? 13 : 9;
+    size_t nt = 2 + per_layer * (size_t)o.layers + (o.untied ? 1 : 0), ti = 0;
     tdesc *td = calloc(nt, sizeof(*td));
     if (!td) {
         free(kp.sorted);
         gguf_close(src);
         return fail("%s", "out of memory");
     }
-    float se = 1.0f, sw = sqrtf(3.0f / (float)o.embd), sf = sqrtf(3.0f / (float)o.ff);
+    /* gemma3 scales the embedding by sqrt(embd): a range of sqrt(3 / embd) keeps its rms near 1,
+     * where the blocks' normed outputs add theirs, so the blocks shape the logits as much as
+     * the input token does (with llama's range the residual would drown them). */
+    float se = o.gemma ? sqrtf(3.0f / (float)o.embd) : 1.0f, sw = sqrtf(3.0f / (float)o.embd),
+          sf = sqrtf(3.0f / (float)o.ff), so = sqrtf(3.0f / (float)q_dim);
 #define T2(nm, a, b, ty, r)                                                                        \
     do {                                                                                           \
         tdesc *d = &td[ti++];                                                                      \
@@ -513,7 +592,7 @@ int main(int argc, char **argv)
         d->lo = -(r);                                                                              \
         d->hi = (r);                                                                               \
     } while (0)
-    T2("token_embd.weight", o.embd, n_vocab, o.type, se);
+    T2("token_embd.weight", o.embd, n_vocab, mx_type(&o, MX_EMBD, o.embd), se);
     for (long l = 0; l < o.layers; l++) {
         char nm[64];
 #define LAYER(suffix, a, b, ty, r)                                                                 \
@@ -522,14 +601,20 @@ int main(int argc, char **argv)
         T2(nm, a, b, ty, r);                                                                       \
     } while (0)
         LAYER("attn_norm", o.embd, 1, GGML_F32, 0.1f);
-        LAYER("attn_q", o.embd, o.embd, o.type, sw);
-        LAYER("attn_k", o.embd, kv_dim, o.type, sw);
-        LAYER("attn_v", o.embd, kv_dim, o.type, sw);
-        LAYER("attn_output", o.embd, o.embd, o.type, sw);
+        LAYER("attn_q", o.embd, q_dim, mx_type(&o, MX_QKGU, o.embd), sw);
+        LAYER("attn_k", o.embd, kv_dim, mx_type(&o, MX_QKGU, o.embd), sw);
+        LAYER("attn_v", o.embd, kv_dim, mx_type(&o, MX_V, o.embd), sw);
+        LAYER("attn_output", q_dim, o.embd, mx_type(&o, MX_OUT, q_dim), so);
         LAYER("ffn_norm", o.embd, 1, GGML_F32, 0.1f);
-        LAYER("ffn_gate", o.embd, o.ff, o.type, sw);
-        LAYER("ffn_up", o.embd, o.ff, o.type, sw);
-        LAYER("ffn_down", o.ff, o.embd, o.type, sf);
+        LAYER("ffn_gate", o.embd, o.ff, mx_type(&o, MX_QKGU, o.embd), sw);
+        LAYER("ffn_up", o.embd, o.ff, mx_type(&o, MX_QKGU, o.embd), sw);
+        LAYER("ffn_down", o.ff, o.embd, mx_type(&o, MX_DOWN, o.ff), sf);
+        if (o.gemma) {
+            LAYER("attn_q_norm", hd, 1, GGML_F32, 0.1f);
+            LAYER("attn_k_norm", hd, 1, GGML_F32, 0.1f);
+            LAYER("post_attention_norm", o.embd, 1, GGML_F32, 0.1f);
+            LAYER("post_ffw_norm", o.embd, 1, GGML_F32, 0.1f);
+        }
 #undef LAYER
     }
     T2("output_norm.weight", o.embd, 1, GGML_F32, 0.1f);
@@ -551,25 +636,34 @@ int main(int argc, char **argv)
         if (k.len >= 10 && memcmp(k.ptr, "tokenizer.", 10) == 0)
             n_tok_keys++;
     }
-    uint64_t n_kv = 12 + (o.align != 32 ? 1 : 0) + n_tok_keys;
+    const char *arch = o.gemma ? "gemma3" : "llama";
+    uint64_t n_kv = (o.gemma ? 14 : 12) + (o.align != 32 ? 1 : 0) + n_tok_keys;
     w_bytes(&b, "GGUF", 4);
     w_u32(&b, o.version);
     w_u64(&b, nt);
     w_u64(&b, n_kv);
-    kv_str(&b, "general.architecture", "llama");
+    kv_str(&b, "general.architecture", arch);
     kv_str(&b, "general.name", "parley-tiny");
     if (o.align != 32)
         kv_u32(&b, "general.alignment", (uint32_t)o.align);
-    kv_u32(&b, "llama.context_length", (uint32_t)o.ctx);
-    kv_u32(&b, "llama.embedding_length", (uint32_t)o.embd);
-    kv_u32(&b, "llama.block_count", (uint32_t)o.layers);
-    kv_u32(&b, "llama.feed_forward_length", (uint32_t)o.ff);
-    kv_u32(&b, "llama.attention.head_count", (uint32_t)o.heads);
-    kv_u32(&b, "llama.attention.head_count_kv", (uint32_t)o.kv_heads);
-    kv_u32(&b, "llama.rope.dimension_count", (uint32_t)hd);
-    kv_f32(&b, "llama.rope.freq_base", 10000.0f);
-    kv_f32(&b, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    kv_u32(&b, "llama.vocab_size", (uint32_t)n_vocab);
+    kv_arch_u32(&b, arch, "context_length", (uint32_t)o.ctx);
+    kv_arch_u32(&b, arch, "embedding_length", (uint32_t)o.embd);
+    kv_arch_u32(&b, arch, "block_count", (uint32_t)o.layers);
+    kv_arch_u32(&b, arch, "feed_forward_length", (uint32_t)o.ff);
+    kv_arch_u32(&b, arch, "attention.head_count", (uint32_t)o.heads);
+    kv_arch_u32(&b, arch, "attention.head_count_kv", (uint32_t)o.kv_heads);
+    kv_arch_u32(&b, arch, "vocab_size", (uint32_t)n_vocab);
+    if (o.gemma) {
+        kv_arch_u32(&b, arch, "attention.key_length", (uint32_t)hd);
+        kv_arch_u32(&b, arch, "attention.value_length", (uint32_t)hd);
+        kv_arch_u32(&b, arch, "attention.sliding_window", (uint32_t)o.window);
+        kv_arch_f32(&b, arch, "rope.freq_base", 1e6f);
+        kv_arch_f32(&b, arch, "attention.layer_norm_rms_epsilon", 1e-6f);
+    } else {
+        kv_arch_u32(&b, arch, "rope.dimension_count", (uint32_t)hd);
+        kv_arch_f32(&b, arch, "rope.freq_base", 10000.0f);
+        kv_arch_f32(&b, arch, "attention.layer_norm_rms_epsilon", 1e-5f);
+    }
     for (uint64_t i = 0; i < gguf_n_keys(src); i++) {
         gguf_str k = gguf_key_name(src, i);
         if (k.len >= 10 && memcmp(k.ptr, "tokenizer.", 10) == 0 && !copy_kv(&b, src, i, &kp)) {
@@ -594,7 +688,9 @@ int main(int argc, char **argv)
 
     /* tensor data, one row at a time through the type's quantiser */
     uint64_t rng = o.seed;
-    float *row = malloc((size_t)(o.ff > o.embd ? o.ff : o.embd) * sizeof(float));
+    long row_max = o.ff > o.embd ? o.ff : o.embd;
+    row_max = row_max > q_dim ? row_max : q_dim;
+    float *row = malloc((size_t)row_max * sizeof(float));
     for (size_t i = 0; i < nt && row && !b.oom; i++) {
         const qt_traits *tt = qt_get(td[i].type);
         size_t rs = qt_row_size(td[i].type, (int64_t)td[i].ne[0]);

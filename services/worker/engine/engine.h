@@ -62,9 +62,10 @@ pl_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model
 void eng_model_free(eng_model *m); /* accepts NULL */
 
 typedef struct eng_model_info {
-    const char *arch; /* "llama"; borrowed from the model */
+    const char *arch; /* "llama", "gemma3" or "qwen2"; borrowed from the model */
     const char *name; /* general.name or the file's base name; borrowed */
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int32_t sliding_window;    /* keys a local (sliding-window) layer sees; 0: no such layers */
     size_t kv_bytes_per_token; /* K+V over all layers at the cache's element type */
     uint64_t file_bytes;
     uint64_t n_params;

@@ -518,6 +518,9 @@ void eng_model_get_info(const eng_model *m, eng_model_info *info)
     info->n_head_kv = hp->n_head_kv;
     info->head_dim = hp->head_dim;
     info->n_ff = hp->n_ff;
+    for (int l = 0; l < hp->n_layer; l++)
+        if (m->layers[l].sliding)
+            info->sliding_window = hp->sliding_window;
     info->kv_bytes_per_token = (size_t)hp->n_layer * 2 * (size_t)hp->n_head_kv * hp->head_dim * 2;
     info->file_bytes = gguf_file_size(m->gf);
     info->n_params = m->n_params;
