@@ -11,6 +11,7 @@ Targets, measured in one run on this machine with the same model and thread coun
           (it serves one request at a time: the anchor for single-stream latency only).
 
     python3 bench/bench_serve.py [--threads 2] [--max-tokens 64] [--levels 1,4,16,64]
+                                 [--device cpu|cuda:N]
 
 The HTTP client is ours (threads + http.client, SSE parsed by hand); each output chunk's
 arrival time gives TTFT and ITL; TPOT = (E2EL − TTFT) / (output tokens − 1).
@@ -239,6 +240,9 @@ def main():
     ap.add_argument("--levels", default="1,4,16,64")
     ap.add_argument("--min-requests", type=int, default=8,
                     help="requests per level at least (each level sends max(this, 4 x concurrency))")
+    ap.add_argument("--device", default="cpu",
+                    help="the worker's device: cpu, or cuda:N with PARLEY_BUILD=build-cuda "
+                         "(the llama.cpp anchor stays on the CPU)")
     ap.add_argument("--json", help="also write all figures to this file")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -249,7 +253,8 @@ def main():
     stack = ps.Stack(var_dir=work / "stack", ports=ps.Ports.pick_free(), model_path=model,
                      durable=False, die_with_parent=True, log_level="warn",
                      extra_args={"worker": ["--max-seqs", str(max_conc), "--threads",
-                                            str(a.threads), "--kv-budget", "1G"],
+                                            str(a.threads), "--kv-budget", "1G",
+                                            "--device", a.device],
                                  "infer-gateway": ["--queue-size", "1024"],
                                  # every client is 127.0.0.1: the per-address connection cap
                                  # (64 by default) would reset connections at c=64
@@ -281,7 +286,7 @@ def main():
     figures["llama.cpp c=1"] = ll
     rows.append(fmt_row("llama.cpp server c=1", ll))
 
-    print(f"\nbench-serve: SmolLM2-135M-Instruct Q4_1, {a.threads} threads, "
+    print(f"\nbench-serve: SmolLM2-135M-Instruct Q4_1 on {a.device}, {a.threads} threads, "
           f"max_tokens {a.max_tokens}, temperature 0")
     print(f"{'target':<22} {'done':>4} {'fail':>4} {'req/s':>7} {'out t/s':>8} {'tot t/s':>8} | "
           f"{'TTFT ms mean/p50/p99':^23} | {'TPOT ms':^23} | {'ITL ms':^23} | {'E2EL ms':^23}")

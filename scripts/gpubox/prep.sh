@@ -17,7 +17,7 @@ LIMIT=$((64 << 20))
 die() { echo "prep.sh: $*" >&2; exit 1; }
 
 [ -f "$MODEL" ] || die "$MODEL missing (scripts/parleyctl model)"
-for b in cuda-tests parley-bench parley-mktiny parley-worker; do
+for b in cuda-tests parley-bench parley-mktiny parley-worker parley-loadgen; do
   [ -x "$REPO/build-cuda/bin/$b" ] || die "build-cuda/bin/$b missing (make CUDA=1 all build-cuda/bin/cuda-tests)"
 done
 mkdir -p "$G/c1" "$G/c2" "$G/c3"
@@ -33,7 +33,7 @@ part "$G/c3/m2" 60000000
 T="$(mktemp -d)"
 trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/bin"
-cp "$REPO"/build-cuda/bin/{cuda-tests,parley-bench,parley-mktiny,parley-worker} "$T/bin/"
+cp "$REPO"/build-cuda/bin/{cuda-tests,parley-bench,parley-mktiny,parley-worker,parley-loadgen} "$T/bin/"
 strip --strip-debug "$T"/bin/*
 tar -C "$T" -cJf "$G/c3/bin.tar.xz" bin
 rm -f "$G"/c3/gguf-*.whl

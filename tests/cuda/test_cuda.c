@@ -21,10 +21,13 @@
  *   cuda_smollm2_logits_match_cpu  an 83-token prompt and 8 teacher-forced steps: the GPU's
  *                                logits no further (mean NMSE) from the CPU's than 4x the CPU
  *                                scalar path's distance from its AVX2 path
+ *   cuda_gemma3_logits_match_cpu the same on Gemma 3 (PARLEY_GEMMA3: the real file or one of its
+ *                                shapes from parley-mktiny), a 160-token prompt
  *
  * Each test calls SKIP ("skipped: no GPU: <why>") when be_cuda_probe finds no device, so a
- * machine without a GPU never reports a silent pass. The model test also skips when the model
- * file is absent (scripts/parleyctl model fetches it; PARLEY_SMOLLM2 overrides the path). */
+ * machine without a GPU never reports a silent pass. The model tests also skip when the model
+ * file is absent (scripts/parleyctl model fetches it; PARLEY_SMOLLM2 and PARLEY_GEMMA3 override
+ * the paths). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdint.h>
@@ -445,22 +448,37 @@ static const char *smol_path(void)
     return e && *e ? e : "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
-/* The SmolLM2 model for the whole-model tests; NULL (the test skipped or failed, saying why)
- * without a GPU, without the file, or when it does not load. */
-static eng_model *load_smollm2(void)
+/* Gemma 3 270M, or a file of its shape from parley-mktiny --arch gemma3 --mixed. */
+static const char *gemma_path(void)
+{
+    const char *e = getenv("PARLEY_GEMMA3");
+    return e && *e ? e : "models/gemma-3-270m-q4_k_m.gguf";
+}
+
+/* The model at `path` for the whole-model tests; NULL (the test skipped or failed, saying why)
+ * without a GPU, without the file (`absent` says how to get it), or when it does not load. */
+static eng_model *load_model(const char *path, const char *absent)
 {
     if (!have_gpu())
         return NULL;
-    FILE *f = fopen(smol_path(), "rb");
+    FILE *f = fopen(path, "rb");
     if (!f) {
-        th_skip("SmolLM2 model file absent (scripts/parleyctl model)");
+        th_skip(absent);
         return NULL;
     }
     fclose(f);
     qt_init();
     eng_model *m = NULL;
-    CHECK(eng_model_load(smol_path(), NULL, &m) == PL_OK);
+    if (eng_model_load(path, NULL, &m) != PL_OK) {
+        th_fail(__FILE__, __LINE__, "%s: %s", path, pl_err_last());
+        return NULL;
+    }
     return m;
+}
+
+static eng_model *load_smollm2(void)
+{
+    return load_model(smol_path(), "SmolLM2 model file absent (scripts/parleyctl model)");
 }
 
 static const char *const prompts[20] = {
@@ -667,6 +685,42 @@ static void logit_diff(const char *what, const float *a, const float *ref, int n
     *mean = e_sum / (N_FORCED + 1);
 }
 
+/* Runs `ids` (n tokens, then N_FORCED forced ones) on the CPU (AVX2: the prompt in chunks of
+ * `chunk`, and token by token on one thread), the CPU's scalar path and the GPU (in chunks, and
+ * token by token), and fails when the GPU's mean logits NMSE against the CPU exceeds 4x the
+ * scalar path's (floor 1e-5), or when the CPU token by token is not bit-identical to chunks. */
+static void logits_match_cpu(eng_model *m, const int32_t *ids, int n, int chunk,
+                             const int32_t *forced)
+{
+    eng_model_info info;
+    eng_model_get_info(m, &info);
+    size_t sz = (size_t)(N_FORCED + 1) * (size_t)info.n_vocab;
+    float *cpu = malloc(sz * 4), *cpu_tok = malloc(sz * 4), *scal = malloc(sz * 4),
+          *gpu = malloc(sz * 4), *gpu_tok = malloc(sz * 4);
+    if (run_logits(m, "cpu", 2, chunk, ids, n, forced, cpu, info.n_vocab, false) &&
+        run_logits(m, "cpu", 1, 1, ids, n, forced, cpu_tok, info.n_vocab, false) &&
+        run_logits(m, "cpu", 2, chunk, ids, n, forced, scal, info.n_vocab, true) &&
+        run_logits(m, "cuda:0", 2, chunk, ids, n, forced, gpu, info.n_vocab, false) &&
+        run_logits(m, "cuda:0", 2, 1, ids, n, forced, gpu_tok, info.n_vocab, false)) {
+        double e_tok, e_scal, e_gpu, e_gpu_tok;
+        printf("  %s: prompt of %d tokens (steps of %d), then %d forced steps; against the CPU "
+               "(AVX2):\n",
+               info.arch, n, chunk, N_FORCED);
+        logit_diff("cpu, prompt token by token, 1 thread", cpu_tok, cpu, info.n_vocab, &e_tok);
+        logit_diff("cpu scalar path", scal, cpu, info.n_vocab, &e_scal);
+        logit_diff("gpu, prompt in steps", gpu, cpu, info.n_vocab, &e_gpu);
+        logit_diff("gpu, prompt token by token", gpu_tok, cpu, info.n_vocab, &e_gpu_tok);
+        CHECK(e_tok == 0); /* the CPU does not depend on how the prompt is batched */
+        double bound = 4 * e_scal > 1e-5 ? 4 * e_scal : 1e-5;
+        if (e_gpu > bound || e_gpu_tok > bound)
+            th_fail(__FILE__, __LINE__,
+                    "GPU logits mean NMSE %.3g / %.3g exceed %.3g (4x the scalar CPU path's %.3g)",
+                    e_gpu, e_gpu_tok, bound, e_scal);
+        th_checked();
+    }
+    free(cpu), free(cpu_tok), free(scal), free(gpu), free(gpu_tok);
+}
+
 /* How far the GPU's logits are from the CPU's (AVX2) on a real model, next to how far the CPU's
  * own scalar path is from them: the GPU may be at most 4x further (mean NMSE over the prompt's
  * last position and 8 teacher-forced steps). The CPU fed token by token is also compared: it is
@@ -676,8 +730,6 @@ TEST(cuda_smollm2_logits_match_cpu)
     eng_model *m = load_smollm2();
     if (!m)
         return;
-    eng_model_info info;
-    eng_model_get_info(m, &info);
     const char *text =
         "The history of the bicycle begins in the early nineteenth century, when inventors in "
         "Europe built wooden machines pushed along by the rider's feet. Pedals came later, and "
@@ -690,31 +742,34 @@ TEST(cuda_smollm2_logits_match_cpu)
     int n = (int)tok_encode(tk, text, strlen(text), true, false, ids, 256);
     int nf = (int)tok_encode(tk, cont, strlen(cont), false, false, forced, 64);
     CHECK(n > 64 && nf >= N_FORCED);
-    size_t sz = (size_t)(N_FORCED + 1) * (size_t)info.n_vocab;
-    float *cpu = malloc(sz * 4), *cpu_tok = malloc(sz * 4), *scal = malloc(sz * 4),
-          *gpu = malloc(sz * 4), *gpu_tok = malloc(sz * 4);
-    if (n > 64 && nf >= N_FORCED &&
-        run_logits(m, "cpu", 2, n, ids, n, forced, cpu, info.n_vocab, false) &&
-        run_logits(m, "cpu", 1, 1, ids, n, forced, cpu_tok, info.n_vocab, false) &&
-        run_logits(m, "cpu", 2, n, ids, n, forced, scal, info.n_vocab, true) &&
-        run_logits(m, "cuda:0", 2, n, ids, n, forced, gpu, info.n_vocab, false) &&
-        run_logits(m, "cuda:0", 2, 1, ids, n, forced, gpu_tok, info.n_vocab, false)) {
-        double e_tok, e_scal, e_gpu, e_gpu_tok;
-        printf("  prompt of %d tokens, then %d forced steps; against the CPU (AVX2, one step):\n",
-               n, N_FORCED);
-        logit_diff("cpu, prompt token by token, 1 thread", cpu_tok, cpu, info.n_vocab, &e_tok);
-        logit_diff("cpu scalar path", scal, cpu, info.n_vocab, &e_scal);
-        logit_diff("gpu, prompt in one step", gpu, cpu, info.n_vocab, &e_gpu);
-        logit_diff("gpu, prompt token by token", gpu_tok, cpu, info.n_vocab, &e_gpu_tok);
-        CHECK(e_tok == 0); /* the CPU does not depend on how the prompt is batched */
-        double bound = 4 * e_scal > 1e-5 ? 4 * e_scal : 1e-5;
-        if (e_gpu > bound || e_gpu_tok > bound)
-            th_fail(__FILE__, __LINE__,
-                    "GPU logits mean NMSE %.3g / %.3g exceed %.3g (4x the scalar CPU path's %.3g)",
-                    e_gpu, e_gpu_tok, bound, e_scal);
-        th_checked();
-    }
-    free(cpu), free(cpu_tok), free(scal), free(gpu), free(gpu_tok);
+    if (n > 64 && nf >= N_FORCED)
+        logits_match_cpu(m, ids, n, n, forced);
+    eng_model_free(m);
+}
+
+/* Gemma 3 on the GPU as SmolLM2 above: QK-norm, GeGLU, the post-norms, scaled embeddings and
+ * sliding-window layers with their own rope base, over Q8_0, Q5_0, Q4_K and Q6_K weights. The
+ * prompt is fixed token ids (any vocabulary), long enough to pass the local layers' window when
+ * it is at most 200 (the real 270M file's is 512: on it the window is not reached; scripts/gpubox
+ * runs this on a parley-mktiny file of the 270M's shapes with a 64-token window). */
+TEST(cuda_gemma3_logits_match_cpu)
+{
+    eng_model *m = load_model(gemma_path(), "Gemma 3 file absent (scripts/parleyctl model, "
+                                            "or PARLEY_GEMMA3=a parley-mktiny --arch gemma3 file)");
+    if (!m)
+        return;
+    eng_model_info info;
+    eng_model_get_info(m, &info);
+    enum { NP = 160 };
+    int32_t ids[NP], forced[N_FORCED];
+    for (int i = 0; i < NP; i++)
+        ids[i] = (int32_t)((i * 7919 + 3) % info.n_vocab);
+    for (int i = 0; i < N_FORCED; i++)
+        forced[i] = (int32_t)((i * 104729 + 17) % info.n_vocab);
+    CHECK(strcmp(info.arch, "gemma3") == 0);
+    printf("  %s: sliding window %d (%s by the %d-token prompt)\n", gemma_path(),
+           info.sliding_window, info.sliding_window < NP ? "passed" : "not reached", NP);
+    logits_match_cpu(m, ids, NP, NP / 2, forced);
     eng_model_free(m);
 }
 
