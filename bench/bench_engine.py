@@ -6,7 +6,9 @@ single-token decode steps (tokens/s), mean ± sd over 5 runs after a warm-up, ra
 no tokenisation or sampling in the timing. Batched decode at 1/4/16/64 sequences (aggregate
 tokens/s: a 32-token prefix per sequence, then 32 steps of one token for every sequence) is
 measured on both sides the same way, llama.cpp's up to 16 sequences, each next to its own
-single-sequence rate; parley also reports its peak RSS. The llama.cpp side is llama-cpp-python built
+single-sequence rate: both tools run every batch size in turn per round, and the gain over one
+sequence is the median of the rounds' ratios, so a machine whose speed drifts favours no batch
+size; parley also reports its peak RSS. The llama.cpp side is llama-cpp-python built
 from source with native CPU flags (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install --no-binary
 llama-cpp-python llama-cpp-python`); without it the anchor column says so.
 
@@ -40,6 +42,10 @@ def parley_bench(build, model, threads, reps):
         m = re.match(r"^\|\s*([^|]+?)\s*\|\s*([\d.]+) ± ([\d.]+)", line)
         if m:
             rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+        g = re.match(r"^\|\s*([^|]+?)\s*\|.*\(([\d.]+)x single; rounds ([\d.]+)\.\.([\d.]+)\)",
+                     line)
+        if g:
+            rows[g.group(1) + " gain"] = (float(g.group(2)), float(g.group(3)), float(g.group(4)))
     rss = re.search(r"peak RSS: .*", p.stdout)
     return rows, rss.group(0) if rss else "", p.stdout
 
@@ -82,8 +88,6 @@ def bench_model(model, a):
              f"n/a ({anchor.get('error', 'missing')[:40]})")
         ratio = f"{ours[0] / theirs['mean']:6.2f}x" if ours and theirs else ""
         print(f"{test:<24} {o:>18} {t:>18} {ratio:>7}")
-    single = rows.get("decode x1 (aggregate)")
-    their_single = anchor.get("decode x1")
     for b in (1, 4, 16, 64):
         r = rows.get(f"decode x{b} (aggregate)")
         theirs = anchor.get(f"decode x{b}")
@@ -93,10 +97,12 @@ def bench_model(model, a):
         t = f"{theirs['mean']:8.2f} ± {theirs['sd']:6.2f}" if theirs else "n/a"
         ratio = f"{r[0] / theirs['mean']:6.2f}x" if theirs else ""
         extra = ""
-        if b > 1 and single:
-            extra = f"   ({r[0] / single[0]:.2f}x single"
-            if theirs and their_single:
-                extra += f"; llama.cpp {theirs['mean'] / their_single['mean']:.2f}x"
+        gain = rows.get(f"decode x{b} (aggregate) gain")
+        if b > 1 and gain:
+            # medians of per-round ratios: both tools take every batch size in turn per round
+            extra = f"   ({gain[0]:.2f}x single, rounds {gain[1]:.2f}..{gain[2]:.2f}"
+            if theirs and "gain_median" in theirs:
+                extra += f"; llama.cpp {theirs['gain_median']:.2f}x"
             extra += ")"
         print(f"{'decode x%d aggregate' % b:<24} {o:>18} {t:>18} {ratio:>7}{extra}")
     print(rss)

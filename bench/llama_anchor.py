@@ -72,16 +72,39 @@ def main():
     batches = [int(b) for b in a.batch.split(",") if b]
     if batches:
         del llm
-        for b in batches:
-            xs = batched_decode(llama_cpp, a, b, rng)
-            out["decode x%d" % b] = {"mean": statistics.mean(xs),
-                                     "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+        out.update(batched_rounds(llama_cpp, a, batches, rng))
     print(json.dumps(out))
     return 0
 
 
+def batched_rounds(L, a, batches, rng):
+    """Aggregate tokens/s of each batch size over max(3, --reps) rounds that take every size in
+    turn (as parley-bench does, so that a drifting machine favours no size), after a warm-up;
+    with x1 among them, each size's gain is the median of the rounds' ratios to x1."""
+    runners = {}
+    try:
+        for b in batches:
+            runners[b] = batched_decode(L, a, b, rng)
+            runners[b][0]()  # warm-up
+        rounds = max(3, a.reps)
+        xs = {b: [] for b in batches}
+        for _ in range(rounds):
+            for b in batches:
+                xs[b].append(runners[b][0]())
+    finally:
+        for run, close in runners.values():
+            close()
+    out = {}
+    for b in batches:
+        out["decode x%d" % b] = {"mean": statistics.mean(xs[b]), "sd": statistics.stdev(xs[b])}
+        if 1 in xs and b > 1:
+            out["decode x%d" % b]["gain_median"] = statistics.median(
+                x / y for x, y in zip(xs[b], xs[1]))
+    return out
+
+
 def batched_decode(L, a, n_seq, rng):
-    """Aggregate tokens/s of --reps runs (after a warm-up) of n_seq sequences decoding together."""
+    """(run, close): run() decodes n_seq sequences together and returns aggregate tokens/s."""
     mparams = L.llama_model_default_params()
     model = L.llama_model_load_from_file(a.model.encode(), mparams)
     if not model:
@@ -126,13 +149,12 @@ def batched_decode(L, a, n_seq, rng):
                     for s in range(n_seq)])
         return n_seq * a.batch_steps / (time.perf_counter() - t0)
 
-    try:
-        run()  # warm-up
-        return [run() for _ in range(a.reps)]
-    finally:
+    def close():
         L.llama_batch_free(batch)
         L.llama_free(ctx)
         L.llama_model_free(model)
+
+    return run, close
 
 
 if __name__ == "__main__":

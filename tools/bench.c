@@ -10,7 +10,9 @@
  * sampling (token ids are random; logits are computed as llama-bench does: last token only for
  * pp, every step for tg). Batched decode at B sequences: each sequence is first given a
  * --batch-prompt-token prefix (not timed), then --batch-steps steps each decode one token for
- * all B sequences; aggregate tokens/s = B * steps / time. Peak RSS is reported at the end. */
+ * all B sequences; aggregate tokens/s = B * steps / time, over max(3, --reps) rounds that take
+ * every batch size in turn; a size's gain over x1 is the median of the rounds' ratios. Peak RSS
+ * is reported at the end. */
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
@@ -194,6 +196,12 @@ static double run_tg(eng_ctx *c, int n, int32_t n_vocab)
     return n / dt;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 /* One batched run: B sequences with a prefix, then `steps` steps of one token each. */
 static double run_batched(eng_ctx *c, int B, int prompt, int steps, int32_t n_vocab, int32_t *toks,
                           eng_item *items, int chunk)
@@ -339,29 +347,46 @@ int main(int argc, char **argv)
         printf("| tg%d | %.2f ± %.2f |\n", o.tg, mean, sd);
         fflush(stdout);
     }
-    double single = 0;
-    for (int i = 0; i < o.n_batches; i++) {
-        int B = o.batches[i];
-        int reps = o.reps < 3 ? o.reps : 3;
-        if (run_batched(c, B, o.batch_prompt, 4, info.n_vocab, toks, items, chunk) < 0) {
-            rc = fail("batched decode");
-            goto done;
-        }
-        for (int r = 0; r < reps; r++)
-            if ((rates[r] = run_batched(c, B, o.batch_prompt, o.batch_steps, info.n_vocab, toks,
-                                        items, chunk)) < 0) {
-                rc = fail("batched decode");
-                goto done;
-            }
+    /* Batched decode in rounds (x1, x4, x16, ... then again), so that a machine whose speed
+     * drifts over minutes (shared hosts do) favours no batch size over another: each size's
+     * rate is the mean over the rounds, and its gain over x1 the median of the rounds' ratios. */
+    int nb = o.n_batches, reps = o.reps < 3 ? 3 : o.reps;
+    double *brate = malloc((size_t)nb * (size_t)reps * sizeof *brate);
+    double *ratio = malloc((size_t)reps * sizeof *ratio);
+    if (!brate || !ratio) {
+        free(brate), free(ratio);
+        fputs("parley-bench: out of memory\n", stderr);
+        goto done;
+    }
+    bool ok = true;
+    for (int i = 0; i < nb && ok; i++) /* warm-up */
+        ok = run_batched(c, o.batches[i], o.batch_prompt, 4, info.n_vocab, toks, items, chunk) >= 0;
+    for (int r = 0; r < reps && ok; r++)
+        for (int i = 0; i < nb && ok; i++)
+            ok = (brate[i * reps + r] = run_batched(c, o.batches[i], o.batch_prompt, o.batch_steps,
+                                                    info.n_vocab, toks, items, chunk)) >= 0;
+    int i1 = -1;
+    for (int i = 0; i < nb; i++)
+        if (o.batches[i] == 1)
+            i1 = i;
+    for (int i = 0; i < nb && ok; i++) {
         double mean, sd;
-        mean_sd(rates, reps, &mean, &sd);
-        if (B == 1)
-            single = mean;
-        printf("| decode x%d (aggregate) | %.2f ± %.2f", B, mean, sd);
-        if (single > 0 && B > 1)
-            printf(" (%.2fx single)", mean / single);
+        mean_sd(brate + i * reps, reps, &mean, &sd);
+        printf("| decode x%d (aggregate) | %.2f ± %.2f", o.batches[i], mean, sd);
+        if (i1 >= 0 && o.batches[i] > 1) {
+            for (int r = 0; r < reps; r++)
+                ratio[r] = brate[i * reps + r] / brate[i1 * reps + r];
+            qsort(ratio, (size_t)reps, sizeof *ratio, cmp_double);
+            double med = reps % 2 ? ratio[reps / 2] : (ratio[reps / 2 - 1] + ratio[reps / 2]) / 2;
+            printf(" (%.2fx single; rounds %.2f..%.2f)", med, ratio[0], ratio[reps - 1]);
+        }
         printf(" |\n");
-        fflush(stdout);
+    }
+    fflush(stdout);
+    free(brate), free(ratio);
+    if (!ok) {
+        rc = fail("batched decode");
+        goto done;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
