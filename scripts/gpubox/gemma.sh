@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# gemma.sh — the last call of the real-Gemma round on the device machine (scripts/gpubox/README.md):
+# every earlier call copied its .gpubox/gN/* into /tmp/g. Joins and unpacks the model, unpacks
+# the binaries, then runs the Gemma 3 GPU tests on the real file and parley-bench on the GPU,
+# keeping the logs under $OUT when it is set.
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO"
+OUTDIR="${OUT:-/tmp/gpubox-out}"
+mkdir -p "$OUTDIR" models
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+M=models/gemma-3-270m-q4_k_m.gguf
+ls /tmp/g/part* | sort -V | xargs cat |
+  python3 -c "import lzma, sys; sys.stdout.buffer.write(lzma.decompress(sys.stdin.buffer.read()))" \
+    > "$M" || exit 1
+sha256sum "$M"
+python3 -c "import tarfile; tarfile.open('/tmp/g/bin.tar.xz').extractall('build-cuda')" || exit 1
+echo "=== GPU tests on the real Gemma 3 file"
+for t in gemma3_logits gemma3_greedy; do
+  PARLEY_GEMMA3="$M" timeout 240 build-cuda/bin/cuda-tests "$t" 2>&1 | tee "$OUTDIR/$t.log"
+done
+echo "=== parley-bench, Gemma 3 270M on cuda:0"
+timeout 90 build-cuda/bin/parley-bench --model "$M" --device cuda:0 --batch 1,16,64,256 \
+  --reps 3 2>&1 | tee "$OUTDIR/gemma-bench.log"
