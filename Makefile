@@ -81,6 +81,8 @@ LIBENGINE  := $(BUILD)/libengine.a
 ENGINE_CFLAGS = $(ARCHFLAGS) -O3
 
 $(BUILD)/services/worker/engine/%.o: CFLAGS += $(ENGINE_CFLAGS)
+# AVX-512 VNNI products, installed at run time only where the CPU has them (quant.c)
+$(BUILD)/services/worker/engine/quant_vnni.o: CFLAGS += -mavx512vnni -mavx512vl
 $(LIBENGINE): $(ENGINE_OBJ) $(KERNEL_OBJ)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 

@@ -1,9 +1,11 @@
 /* quant_bench.c — single-thread speed of each tensor type's dot product (a measurement, not a
  * test): ns per weight block and weight bytes per second for a matrix-vector product through
  * qt_matvec_rows, with the fast path and with the scalar reference, in cache (a 256 KiB
- * matrix, repeated) and streaming from memory (a 64 MiB matrix). Also the activation quantiser.
+ * matrix, repeated) and streaming from memory (a 64 MiB matrix). Also the activation quantiser,
+ * and batched products of the 32-value block types at 1, 4, 16 and 64 activation rows through
+ * the AVX2 path and, where the CPU has it, the AVX-512 VNNI one (--batched: that part alone).
  *
- *   make BUILD=build bench-quant        (or: build/bin/parley-quant-bench [type ...])
+ *   make BUILD=build bench-quant        (or: build/bin/parley-quant-bench [type ... | --batched])
  *
  * Output: one line per type and regime. Run with nothing else busy (nice -n 0, not under
  * parallel builds); numbers vary a few percent between runs.
@@ -21,6 +23,7 @@
 #include <time.h>
 
 #include "quant.h"
+#include "quant_impl.h" /* both fast tables side by side, for the batched section */
 
 /* This thread's CPU time: on a machine shared with other work, time spent descheduled does not
  * count (cache interference still does). */
@@ -167,6 +170,77 @@ static void bench_type(gguf_ttype t)
     free(xq);
 }
 
+/* Batched products (activation rows B = 1, 4, 16, 64) of the 32-value block types, one thread,
+ * a 1024 x 2048 matrix: GMAC/s through the AVX2 tables and, where the CPU has AVX-512 VNNI, the
+ * VNNI ones side by side (both installed here, whatever qt_init chose). */
+static void bench_batched(void)
+{
+    static const gguf_ttype types[] = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0};
+    static const int batches[] = {1, 4, 16, 64};
+    enum { ROWS = 1024, COLS = 2048, BMAX = 64 };
+    static qt_traits ta[QT_NTYPES], tv[QT_NTYPES];
+    static qt_mm_fn ma[QT_NTYPES], mv[QT_NTYPES];
+    if (!qt_avx2_usable()) {
+        printf("batched products skipped: no AVX2\n");
+        return;
+    }
+    qt_avx2_install(ta, ma);
+    bool vnni = qt_vnni_usable();
+    if (vnni) {
+        memcpy(tv, ta, sizeof tv);
+        memcpy(mv, ma, sizeof mv);
+        qt_vnni_install(tv, mv);
+    }
+    printf("batched products, %d x %d, 1 thread, GMAC/s: avx2%s\n", ROWS, COLS,
+           vnni ? " | avx512vnni" : " (no AVX-512 VNNI on this CPU)");
+    float *tmp = malloc(COLS * sizeof *tmp), *Y = malloc((size_t)ROWS * BMAX * sizeof *Y);
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        gguf_ttype t = types[k];
+        const qt_traits *tr = qt_get(t), *vt = qt_get(tr->vec_dot_type);
+        size_t wrow = qt_row_size(t, COLS), xrow = qt_row_size(tr->vec_dot_type, COLS);
+        uint8_t *W = malloc(wrow * ROWS), *X = malloc(xrow * BMAX);
+        for (int r = 0; r < ROWS; r++) {
+            for (int c = 0; c < COLS; c++)
+                tmp[c] = rnd();
+            tr->quantize_ref(tmp, W + (size_t)r * wrow, COLS);
+        }
+        for (int b = 0; b < BMAX; b++) {
+            for (int c = 0; c < COLS; c++)
+                tmp[c] = rnd();
+            vt->quantize(tmp, X + (size_t)b * xrow, COLS);
+        }
+        printf("  %-5s", tr->name);
+        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+            int B = batches[bi];
+            double g[2] = {0, 0};
+            for (int v = 0; v < (vnni ? 2 : 1); v++) {
+                qt_mm_fn f = v ? mv[t] : ma[t];
+                double best = 1e30;
+                for (int rep = 0; rep < 3; rep++) {
+                    int it = 0;
+                    double t0 = now_s(), t1;
+                    do {
+                        f(W, COLS, X, xrow, B, Y, ROWS, 0, ROWS);
+                        it++;
+                        t1 = now_s();
+                    } while (t1 - t0 < 0.05);
+                    best = (t1 - t0) / it < best ? (t1 - t0) / it : best;
+                }
+                g[v] = (double)ROWS * COLS * B / best * 1e-9;
+            }
+            if (vnni)
+                printf("  B=%-2d %5.1f | %5.1f", B, g[0], g[1]);
+            else
+                printf("  B=%-2d %5.1f", B, g[0]);
+        }
+        printf("\n");
+        free(W);
+        free(X);
+    }
+    free(tmp);
+    free(Y);
+}
+
 int main(int argc, char **argv)
 {
     static const gguf_ttype all[] = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0,
@@ -185,6 +259,10 @@ int main(int argc, char **argv)
             init();
         }
     }
+    if (argc == 2 && strcmp(argv[1], "--batched") == 0) {
+        bench_batched();
+        return 0;
+    }
     if (argc > 1) {
         for (int a = 1; a < argc; a++) {
             size_t k = 0;
@@ -200,6 +278,7 @@ int main(int argc, char **argv)
     }
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
         bench_type(all[k]);
+    bench_batched();
     /* activation quantisation, per 256 values */
     static const gguf_ttype acts[] = {GGML_Q8_0, GGML_Q8_1, GGML_Q8_K};
     enum { N = 4096 };

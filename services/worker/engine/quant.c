@@ -19,6 +19,7 @@
  * the forward pass splits row ranges across its thread pool. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant_impl.h"
@@ -84,6 +85,10 @@ static void init_tables(void)
     if (qt_avx2_usable()) {
         qt_avx2_install(tab_fast, mm_fast);
         fast_path = "avx2";
+        if (qt_vnni_usable() && !getenv("PARLEY_NO_VNNI")) {
+            qt_vnni_install(tab_fast, mm_fast);
+            fast_path = "avx512vnni";
+        }
     }
 }
 

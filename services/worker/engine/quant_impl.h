@@ -74,4 +74,10 @@ bool qt_avx2_usable(void);
  * quant_avx2.c implements. Call only when qt_avx2_usable(). */
 void qt_avx2_install(qt_traits tab[QT_NTYPES], qt_mm_fn mm[QT_NTYPES]);
 
+/* AVX-512 VNNI (with VL) on top of AVX2 (quant_vnni.c): the 32-value block types' dot and
+ * matmul, bit-identical to the AVX2 ones. Install over qt_avx2_install's, only when
+ * qt_vnni_usable(). */
+bool qt_vnni_usable(void);
+void qt_vnni_install(qt_traits tab[QT_NTYPES], qt_mm_fn mm[QT_NTYPES]);
+
 #endif

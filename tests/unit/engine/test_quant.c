@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "gguf.h"
 #include "quant.h"
+#include "quant_impl.h" /* qt_avx2_install / qt_vnni_install, for the VNNI test */
 
 /* --- data ------------------------------------------------------------------------------------- */
 
@@ -1057,6 +1058,71 @@ TEST(quant_matmul_exact_at_the_int16_limits)
         th_checked();
         free(W);
         free(X);
+    }
+}
+
+/* AVX-512 VNNI (quant_vnni.c), where the CPU has it: each 32-value block type's matmul and dot
+ * against the AVX2 ones, installed side by side into tables here, on random rows and on rows at
+ * the types' largest quant magnitudes, at batch sizes that take every tile and the repack paths:
+ * bit-identical, since both sum the same integers and share every float step. Elsewhere the test
+ * says it was skipped (quant_vnni.c is compiled in every build but only run on such a CPU). */
+TEST(quant_vnni_bit_identical_to_avx2)
+{
+    if (!qt_vnni_usable())
+        SKIP("no AVX-512 VNNI (with VL) on this CPU: the VNNI products are built but not run");
+    static qt_traits ta[QT_NTYPES], tv[QT_NTYPES];
+    static qt_mm_fn ma[QT_NTYPES], mv[QT_NTYPES];
+    qt_avx2_install(ta, ma);
+    memcpy(tv, ta, sizeof tv);
+    memcpy(mv, ma, sizeof mv);
+    qt_vnni_install(tv, mv);
+    if (!getenv("PARLEY_NO_VNNI"))
+        CHECK(strcmp(qt_cpu_path(), "avx512vnni") == 0);
+    static const gguf_ttype types[] = {GGML_Q4_0, GGML_Q5_0, GGML_Q8_0, GGML_Q4_1, GGML_Q5_1};
+    static const int batches[] = {1, 2, 3, 4, 5, 8, 9, 16, 33, 64};
+    enum { R = 11, COLS = 640, BMAX = 64 };
+    rng r = {4242};
+    float tmp[COLS];
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        gguf_ttype t = types[k];
+        const qt_traits *tr = qt_get(t), *vt = qt_get(tr->vec_dot_type);
+        size_t wrow = qt_row_size(t, COLS), xrow = qt_row_size(tr->vec_dot_type, COLS);
+        uint8_t *W = malloc(wrow * R), *X = malloc(xrow * BMAX);
+        float *Ya = malloc(sizeof(float) * R * BMAX), *Yv = malloc(sizeof(float) * R * BMAX);
+        for (int pass = 0; pass < 2; pass++) {
+            for (int i = 0; i < R; i++) {
+                fill(&r, tmp, COLS, K_GAUSS);
+                tr->quantize_ref(tmp, W + (size_t)i * wrow, COLS);
+            }
+            if (pass == 1) /* every quant byte 0xff: the largest nibbles and Q5 high bits */
+                for (int i = 0; i < R * COLS / 32; i++) {
+                    uint8_t *blk = W + (size_t)i * tr->block_bytes;
+                    size_t head = t == GGML_Q4_1 || t == GGML_Q5_1 ? 4 : 2;
+                    memset(blk + head, i % 3 ? 0xff : 0x80, tr->block_bytes - head);
+                }
+            for (int b = 0; b < BMAX; b++) {
+                fill(&r, tmp, COLS, b % 3 == 2 ? K_OUTLIER : K_GAUSS);
+                vt->quantize(tmp, X + (size_t)b * xrow, COLS);
+            }
+            int differ = 0;
+            for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+                int B = batches[bi];
+                ma[t](W, COLS, X, xrow, B, Ya, R, 0, R);
+                mv[t](W, COLS, X, xrow, B, Yv, R, 0, R);
+                differ += memcmp(Ya, Yv, sizeof(float) * (size_t)(B * R)) != 0;
+            }
+            for (int i = 0; i < R; i++)
+                for (int b = 0; b < 4; b++) {
+                    float a = ta[t].dot(W + (size_t)i * wrow, X + (size_t)b * xrow, COLS);
+                    float v = tv[t].dot(W + (size_t)i * wrow, X + (size_t)b * xrow, COLS);
+                    differ += memcmp(&a, &v, sizeof a) != 0;
+                }
+            if (differ)
+                th_fail(__FILE__, __LINE__, "%s pass %d: %d VNNI results differ from AVX2",
+                        tr->name, pass, differ);
+            th_checked();
+        }
+        free(W), free(X), free(Ya), free(Yv);
     }
 }
 
