@@ -144,6 +144,14 @@ static bool cpu_has_avx2(void)
 
 /* --- traits and layouts ----------------------------------------------------------------------- */
 
+/* The path qt_init should choose here: VNNI over AVX2 where both run (unless PARLEY_NO_VNNI). */
+static const char *fast_path_name(void)
+{
+    if (!cpu_has_avx2())
+        return "scalar";
+    return qt_vnni_usable() && !getenv("PARLEY_NO_VNNI") ? "avx512vnni" : "avx2";
+}
+
 TEST(quant_traits_and_sizes)
 {
     qt_init();
@@ -191,7 +199,7 @@ TEST(quant_traits_and_sizes)
         CHECK(tr->quantize && tr->quantize_ref);
         CHECK(vt && vt->quantize && vt->quantize_ref);
     }
-    CHECK_STR(qt_cpu_path(), cpu_has_avx2() ? "avx2" : "scalar");
+    CHECK_STR(qt_cpu_path(), fast_path_name());
 }
 
 /* Hand-made blocks pin the layouts: d (and m) first, low nibbles are elements 0–15. */
@@ -1155,7 +1163,7 @@ TEST(quant_force_scalar)
         free(W);
     }
     qt_force_scalar(false);
-    CHECK_STR(qt_cpu_path(), cpu_has_avx2() ? "avx2" : "scalar");
+    CHECK_STR(qt_cpu_path(), fast_path_name());
     if (cpu_has_avx2())
         for (size_t k = 0; k < N_WEIGHT_TYPES; k++) {
             const qt_traits *tr = qt_get(weight_types[k]);
