@@ -15,10 +15,10 @@
  * Batching: every kernel is a "tile" that walks a few weight rows once against a few
  * activation rows, and for each (row, activation) pair performs the same operations whatever
  * tile it is in, so batched results are bit-identical to dot(). The 32-value block types
- * (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1) reduce four pairs at a time (see their section); the float and
- * K-quant tiles take one or two weight rows against up to four activations (the K-quant per-row
- * state does not fit twice in the 16 registers: their two-row tiles spilled and ran ~25%
- * slower). The activations are cut into chunks that stay in L2 while the weights stream past.
+ * (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1) reduce four pairs at a time (quant_bk.h, which quant_vnni.c
+ * compiles again for AVX-512 VNNI); the float and K-quant tiles take one or two weight rows
+ * against up to four activations (the K-quant per-row state does not fit twice in the 16
+ * registers: their two-row tiles spilled and ran ~25% slower). The activations are cut into chunks that stay in L2 while the weights stream past.
  *
  * Threading: pure functions, no state. Compiled with -mavx2 -mfma -mf16c; quant.c calls in
  * here only after qt_avx2_usable(). */
