@@ -18,7 +18,8 @@
  * (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1) reduce four pairs at a time (quant_bk.h, which quant_vnni.c
  * compiles again for AVX-512 VNNI); the float and K-quant tiles take one or two weight rows
  * against up to four activations (the K-quant per-row state does not fit twice in the 16
- * registers: their two-row tiles spilled and ran ~25% slower). The activations are cut into chunks that stay in L2 while the weights stream past.
+ * registers: their two-row tiles spilled and ran ~25% slower). The activations are cut into chunks
+ * that stay in L2 while the weights stream past.
  *
  * Threading: pure functions, no state. Compiled with -mavx2 -mfma -mf16c; quant.c calls in
  * here only after qt_avx2_usable(). */
