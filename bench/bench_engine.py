@@ -2,8 +2,9 @@
 same machine, same thread count, in one run.
 
 Both sides use llama-bench's convention: pp512 = one 512-token prefill (tokens/s), tg128 = 128
-single-token decode steps (tokens/s), mean ± sd over 5 runs after a warm-up, random token ids,
-no tokenisation or sampling in the timing. Batched decode at 1/4/16/64 sequences (aggregate
+single-token decode steps (tokens/s), after a warm-up, random token ids, no tokenisation or
+sampling in the timing; the two tools run in turn over 3 rounds (the ratio is the median of
+the rounds' ratios), so a machine whose speed drifts over minutes favours neither. Batched decode at 1/4/16/64 sequences (aggregate
 tokens/s: a 32-token prefix per sequence, then 32 steps of one token for every sequence) is
 measured on both sides the same way, llama.cpp's up to 16 sequences, each next to its own
 single-sequence rate: both tools run every batch size in turn per round, and the gain over one
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +33,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import parley_stack as ps  # noqa: E402
 
 
-def parley_bench(build, model, threads, reps):
+def parley_bench(build, model, threads, reps, extra):
     p = subprocess.run([str(build / "bin" / "parley-bench"), "--model", str(model), "--threads",
-                        str(threads), "--reps", str(reps), "--batch", "1,4,16,64"],
+                        str(threads), "--reps", str(reps), *extra],
                        capture_output=True, text=True, timeout=3600)
     if p.returncode != 0:
         raise SystemExit(f"parley-bench failed: {p.stderr.strip()}")
@@ -50,10 +52,9 @@ def parley_bench(build, model, threads, reps):
     return rows, rss.group(0) if rss else "", p.stdout
 
 
-def llama_anchor(model, threads, reps):
+def llama_anchor(model, threads, reps, extra):
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "llama_anchor.py"), "--model",
-                        str(model), "--threads", str(threads), "--reps", str(reps),
-                        "--batch", "1,4,16"],
+                        str(model), "--threads", str(threads), "--reps", str(reps), *extra],
                        capture_output=True, text=True, timeout=3600)
     try:
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -73,21 +74,43 @@ def main():
     return 0
 
 
+ROUNDS = 3  # pp512 / tg128: llama.cpp, then parley, this many times in turn
+
+
 def bench_model(model, a):
     build = ps.default_build_dir()
-    # The anchor runs first and alone, then parley, so neither competes with the other.
-    anchor = llama_anchor(model, a.threads, a.reps)
-    rows, rss, raw = parley_bench(build, model, a.threads, a.reps)
-    print(f"\nbench-engine: {model.name}, {a.threads} threads, {a.reps} runs each")
+    # pp512 and tg128 in rounds, llama.cpp then parley, each tool alone on the machine while it
+    # runs: a machine whose speed drifts over minutes then favours neither, and the ratio is the
+    # median of the rounds' ratios. Batched decode: one run of each, every batch size in turn
+    # inside it (see parley-bench and llama_anchor.py).
+    reps = max(2, (a.reps + ROUNDS - 1) // ROUNDS)
+    single = {"pp512": ([], [], []), "tg128": ([], [], [])}  # ours, theirs, ratios
+    anchor_error = None
+    for _ in range(ROUNDS):
+        theirs = llama_anchor(model, a.threads, reps, ["-p", "512", "-n", "128"])
+        ours, _, _ = parley_bench(build, model, a.threads, reps,
+                                  ["-p", "512", "-n", "128", "--batch", ""])
+        anchor_error = theirs.get("error", anchor_error)
+        for test, (o, t, r) in single.items():
+            if test in ours:
+                o.append(ours[test][0])
+            if test in theirs:
+                t.append(theirs[test]["mean"])
+            if test in ours and test in theirs:
+                r.append(ours[test][0] / theirs[test]["mean"])
+    anchor = llama_anchor(model, a.threads, a.reps, ["-p", "0", "-n", "0", "--batch", "1,4,16"])
+    rows, rss, raw = parley_bench(build, model, a.threads, a.reps,
+                                  ["-p", "0", "-n", "0", "--batch", "1,4,16,64"])
+    print(f"\nbench-engine: {model.name}, {a.threads} threads; pp512 / tg128: {ROUNDS} rounds of "
+          f"{reps} runs each, llama.cpp and parley in turn; batched: {max(3, a.reps)} rounds")
     print(f"{'test':<24} {'parley t/s':>18} {'llama.cpp t/s':>18} {'ratio':>7}")
-    for test in ("pp512", "tg128"):
-        ours = rows.get(test)
-        theirs = anchor.get(test)
-        o = f"{ours[0]:8.2f} ± {ours[1]:6.2f}" if ours else "n/a"
-        t = (f"{theirs['mean']:8.2f} ± {theirs['sd']:6.2f}" if theirs else
-             f"n/a ({anchor.get('error', 'missing')[:40]})")
-        ratio = f"{ours[0] / theirs['mean']:6.2f}x" if ours and theirs else ""
-        print(f"{test:<24} {o:>18} {t:>18} {ratio:>7}")
+    for test, (o, t, r) in single.items():
+        ms = (lambda xs: f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs):6.2f}"
+              if len(xs) > 1 else "n/a")
+        tt = ms(t) if t else f"n/a ({(anchor_error or 'missing')[:40]})"
+        ratio = (f"{statistics.median(r):6.2f}x   (rounds {min(r):.2f}..{max(r):.2f})"
+                 if r else "")
+        print(f"{test:<24} {ms(o):>18} {tt:>18} {ratio}")
     for b in (1, 4, 16, 64):
         r = rows.get(f"decode x{b} (aggregate)")
         theirs = anchor.get(f"decode x{b}")

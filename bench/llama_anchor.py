@@ -9,7 +9,8 @@ With --batch 1,4,16 it also measures batched decode as parley-bench does: B sequ
 context (a KV stream per sequence: kv_unified off, which ran 1.2x faster at 16 sequences than
 the unified cache), each given a --batch-prompt-token prefix (not timed),
 then --batch-steps llama_decode calls that each decode one random token for all B sequences
-with logits for every one; aggregate tokens/s = B * steps / time.
+with logits for every one; aggregate tokens/s = B * steps / time. -p 0 -n 0 skips the
+single-stream tests.
 
     python3 bench/llama_anchor.py --model M.gguf --threads 2 [--reps 5] [-p 512] [-n 128]
                                   [--batch 1,4,16] [--batch-prompt 32] [--batch-steps 32]
@@ -40,11 +41,25 @@ def main():
         print(json.dumps({"error": "llama-cpp-python is not installed"}))
         return 2
 
-    llm = llama_cpp.Llama(model_path=a.model, n_ctx=max(a.p, a.n) + 16, n_batch=a.p,
-                          n_ubatch=a.p, n_threads=a.threads, n_threads_batch=a.threads,
+    rng = random.Random(1234)
+    out = {"engine": "llama.cpp", "version": getattr(llama_cpp, "__version__", "?"),
+           "threads": a.threads}
+    if a.p > 0 or a.n > 0:  # -p 0 -n 0: batched decode only
+        out.update(single_stream(llama_cpp, a, rng))
+    batches = [int(b) for b in a.batch.split(",") if b]
+    if batches:
+        out.update(batched_rounds(llama_cpp, a, batches, rng))
+    print(json.dumps(out))
+    return 0
+
+
+def single_stream(llama_cpp, a, rng):
+    """pp<p> and tg<n> (either skipped at 0): mean and sd of --reps runs after a warm-up."""
+    n_batch = max(a.p, 1)
+    llm = llama_cpp.Llama(model_path=a.model, n_ctx=max(a.p, a.n) + 16, n_batch=n_batch,
+                          n_ubatch=n_batch, n_threads=a.threads, n_threads_batch=a.threads,
                           logits_all=False, verbose=False)
     n_vocab = llm.n_vocab()
-    rng = random.Random(1234)
 
     def run_pp():
         toks = [rng.randrange(n_vocab) for _ in range(a.p)]
@@ -62,19 +77,15 @@ def main():
             llm.eval([rng.randrange(n_vocab)])
         return a.n / (time.perf_counter() - t0)
 
-    out = {"engine": "llama.cpp", "version": getattr(llama_cpp, "__version__", "?"),
-           "threads": a.threads}
-    for name, fn in (("pp%d" % a.p, run_pp), ("tg%d" % a.n, run_tg)):
+    out = {}
+    for name, fn, n in (("pp%d" % a.p, run_pp, a.p), ("tg%d" % a.n, run_tg, a.n)):
+        if n <= 0:
+            continue
         fn()  # warm-up
         xs = [fn() for _ in range(a.reps)]
         out[name] = {"mean": statistics.mean(xs),
-                     "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0}
-    batches = [int(b) for b in a.batch.split(",") if b]
-    if batches:
-        del llm
-        out.update(batched_rounds(llama_cpp, a, batches, rng))
-    print(json.dumps(out))
-    return 0
+                     "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0, "runs": xs}
+    return out
 
 
 def batched_rounds(L, a, batches, rng):

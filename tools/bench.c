@@ -351,7 +351,7 @@ int main(int argc, char **argv)
      * drifts over minutes (shared hosts do) favours no batch size over another: each size's
      * rate is the mean over the rounds, and its gain over x1 the median of the rounds' ratios. */
     int nb = o.n_batches, reps = o.reps < 3 ? 3 : o.reps;
-    double *brate = malloc((size_t)nb * (size_t)reps * sizeof *brate);
+    double *brate = malloc(((size_t)nb + 1) * (size_t)reps * sizeof *brate);
     double *ratio = malloc((size_t)reps * sizeof *ratio);
     if (!brate || !ratio) {
         free(brate), free(ratio);
