@@ -619,7 +619,7 @@ int main(int argc, char **argv)
     }
     T2("output_norm.weight", o.embd, 1, GGML_F32, 0.1f);
     if (o.untied)
-        T2("output.weight", o.embd, n_vocab, o.type, sw);
+        T2("output.weight", o.embd, n_vocab, mx_type(&o, MX_EMBD, o.embd), sw);
 #undef T2
     uint64_t off = 0;
     for (size_t i = 0; i < nt; i++) {
