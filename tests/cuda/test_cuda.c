@@ -800,9 +800,9 @@ TEST(cuda_smollm2_logits_match_cpu)
 
 /* Gemma 3 on the GPU as SmolLM2 above: QK-norm, GeGLU, the post-norms, scaled embeddings and
  * sliding-window layers with their own rope base, over Q8_0, Q5_0, Q4_K and Q6_K weights. The
- * prompt is fixed token ids (any vocabulary), long enough to pass the local layers' window when
- * it is at most 200 (the real 270M file's is 512: on it the window is not reached; scripts/gpubox
- * runs this on a parley-mktiny file of the 270M's shapes with a 64-token window). */
+ * prompt is fixed token ids (any vocabulary), 160 of them, which pass the local layers' window
+ * when it is shorter (the real 270M file's is 512: on it the window is not reached;
+ * scripts/gpubox runs this on a parley-mktiny file of the 270M's shapes with a 64-token window). */
 TEST(cuda_gemma3_logits_match_cpu)
 {
     eng_model *m = load_model(gemma_path(), "Gemma 3 file absent (scripts/parleyctl model, "
