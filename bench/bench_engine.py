@@ -4,13 +4,13 @@ same machine, same thread count, in one run.
 Both sides use llama-bench's convention: pp512 = one 512-token prefill (tokens/s), tg128 = 128
 single-token decode steps (tokens/s), after a warm-up, random token ids, no tokenisation or
 sampling in the timing; the two tools run in turn over 3 rounds (the ratio is the median of
-the rounds' ratios), so a machine whose speed drifts over minutes favours neither. Batched decode at 1/4/16/64 sequences (aggregate
-tokens/s: a 32-token prefix per sequence, then 32 steps of one token for every sequence) is
-measured on both sides the same way, llama.cpp's up to 16 sequences, each next to its own
-single-sequence rate: both tools run every batch size in turn per round, and the gain over one
-sequence is the median of the rounds' ratios, so a machine whose speed drifts favours no batch
-size; parley also reports its peak RSS. The llama.cpp side is llama-cpp-python built
-from source with native CPU flags (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install --no-binary
+the rounds' ratios), so a machine whose speed drifts over minutes favours neither. Batched
+decode at 1/4/16/64 sequences (aggregate tokens/s: a 32-token prefix per sequence, then 32
+steps of one token for every sequence) is measured on both sides the same way, llama.cpp's up
+to 16 sequences, each next to its own single-sequence rate: both tools run every batch size in
+turn per round, and the gain over one sequence is the median of the rounds' ratios; parley
+also reports its peak RSS. The llama.cpp side is llama-cpp-python built from source with
+native CPU flags (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install --no-binary
 llama-cpp-python llama-cpp-python`); without it the anchor column says so.
 
 Models: both that `make run` serves, SmolLM2-135M-Instruct Q4_1 and Gemma 3 270M Q4_K_M (fetched
@@ -77,6 +77,10 @@ def main():
 ROUNDS = 3  # pp512 / tg128: llama.cpp, then parley, this many times in turn
 
 
+def mean_sd(xs):
+    return f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs):6.2f}" if len(xs) > 1 else "n/a"
+
+
 def bench_model(model, a):
     build = ps.default_build_dir()
     # pp512 and tg128 in rounds, llama.cpp then parley, each tool alone on the machine while it
@@ -99,18 +103,16 @@ def bench_model(model, a):
             if test in ours and test in theirs:
                 r.append(ours[test][0] / theirs[test]["mean"])
     anchor = llama_anchor(model, a.threads, a.reps, ["-p", "0", "-n", "0", "--batch", "1,4,16"])
-    rows, rss, raw = parley_bench(build, model, a.threads, a.reps,
+    rows, rss, _ = parley_bench(build, model, a.threads, a.reps,
                                   ["-p", "0", "-n", "0", "--batch", "1,4,16,64"])
     print(f"\nbench-engine: {model.name}, {a.threads} threads; pp512 / tg128: {ROUNDS} rounds of "
           f"{reps} runs each, llama.cpp and parley in turn; batched: {max(3, a.reps)} rounds")
     print(f"{'test':<24} {'parley t/s':>18} {'llama.cpp t/s':>18} {'ratio':>7}")
     for test, (o, t, r) in single.items():
-        ms = (lambda xs: f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs):6.2f}"
-              if len(xs) > 1 else "n/a")
-        tt = ms(t) if t else f"n/a ({(anchor_error or 'missing')[:40]})"
+        tt = mean_sd(t) if t else f"n/a ({(anchor_error or 'missing')[:40]})"
         ratio = (f"{statistics.median(r):6.2f}x   (rounds {min(r):.2f}..{max(r):.2f})"
                  if r else "")
-        print(f"{test:<24} {ms(o):>18} {tt:>18} {ratio}")
+        print(f"{test:<24} {mean_sd(o):>18} {tt:>18} {ratio}")
     for b in (1, 4, 16, 64):
         r = rows.get(f"decode x{b} (aggregate)")
         theirs = anchor.get(f"decode x{b}")

@@ -84,7 +84,7 @@ def single_stream(llama_cpp, a, rng):
         fn()  # warm-up
         xs = [fn() for _ in range(a.reps)]
         out[name] = {"mean": statistics.mean(xs),
-                     "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0, "runs": xs}
+                     "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0}
     return out
 
 
@@ -103,7 +103,7 @@ def batched_rounds(L, a, batches, rng):
             for b in batches:
                 xs[b].append(runners[b][0]())
     finally:
-        for run, close in runners.values():
+        for _, close in runners.values():
             close()
     out = {}
     for b in batches:
