@@ -1015,42 +1015,55 @@ TEST(quant_matmul_equals_matvec)
     check_matmul(&r, GGML_Q6_K, 7, 2048, 150);
 }
 
-/* The 32-value block tiles sum eight products in int16 before widening (see quant_avx2.c).
- * Weights whose every quant has the type's largest magnitude (Q4_1 15, Q5_1 31, Q4_0 −8, Q5_0
- * −16, Q8_0 −128 and 127) against activations at ±127 are the largest those sums get: every
- * batch shape still agrees with the reference dot, which a wrapped sum would miss by far. */
+/* The 32-value block types whose products go through quant_bk.h's tiles. */
+static const gguf_ttype bk_types[] = {GGML_Q4_0, GGML_Q5_0, GGML_Q8_0, GGML_Q4_1, GGML_Q5_1};
+
+/* n_blocks weight blocks of type t (one of bk_types) whose every quant has the type's largest
+ * magnitude (Q4_1 15, Q5_1 31, Q4_0 −8, Q5_0 −16, Q8_0 −128 and 127 in alternate blocks), d = 1,
+ * m = 0; and B activation rows of cols values at ±127 (alternate rows' signs). */
+static void extreme_operands(gguf_ttype t, uint8_t *W, int n_blocks, uint8_t *X, size_t xrow, int B,
+                             int64_t cols)
+{
+    const qt_traits *tr = qt_get(t), *vt = qt_get(tr->vec_dot_type);
+    /* every byte 0xff: 15 in each nibble and all Q5 high bits set; Q8_0 quants then −1, so
+     * they are rewritten below */
+    memset(W, 0xff, (size_t)n_blocks * tr->block_bytes);
+    for (int i = 0; i < n_blocks; i++) {
+        uint8_t *blk = W + (size_t)i * tr->block_bytes;
+        qt_f16 one = qt_f32_to_f16(1.0f), zero = 0;
+        memcpy(blk, &one, 2);
+        if (t == GGML_Q4_1 || t == GGML_Q5_1)
+            memcpy(blk + 2, &zero, 2);
+        if (t == GGML_Q4_0)
+            memset(blk + 2, 0x00, 16); /* q − 8 = −8 */
+        if (t == GGML_Q5_0)
+            memset(blk + 2, 0x00, 20); /* no high bits, q − 16 = −16 */
+        if (t == GGML_Q8_0)
+            for (int j = 0; j < 32; j++)
+                blk[2 + j] = (uint8_t)(i % 2 ? 0x80 : 0x7f); /* −128 or 127 */
+    }
+    float *x = malloc((size_t)cols * sizeof *x);
+    for (int b = 0; b < B; b++) {
+        for (int64_t j = 0; j < cols; j++)
+            x[j] = b % 2 ? -1.0f : 1.0f; /* quantises to ±127 */
+        vt->quantize(x, X + (size_t)b * xrow, cols);
+    }
+    free(x);
+}
+
+/* The 32-value block tiles sum eight products in int16 before widening (see quant_bk.h).
+ * Weights whose every quant has the type's largest magnitude against activations at ±127 are
+ * the largest those sums get: every batch shape still agrees with the reference dot, which a
+ * wrapped sum would miss by far. */
 TEST(quant_matmul_exact_at_the_int16_limits)
 {
-    static const gguf_ttype types[] = {GGML_Q4_0, GGML_Q5_0, GGML_Q8_0, GGML_Q4_1, GGML_Q5_1};
     enum { R = 6, COLS = 96, BMAX = 9 };
-    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-        gguf_ttype t = types[k];
-        const qt_traits *tr = qt_get(t), *vt = qt_get(tr->vec_dot_type);
+    for (size_t k = 0; k < sizeof bk_types / sizeof bk_types[0]; k++) {
+        gguf_ttype t = bk_types[k];
+        const qt_traits *tr = qt_get(t);
         size_t wrow = qt_row_size(t, COLS), xrow = qt_row_size(tr->vec_dot_type, COLS);
         uint8_t *W = malloc(wrow * R), *X = malloc(xrow * BMAX);
-        /* every byte 0xff: 15 in each nibble and all Q5 high bits set; Q8_0 quants then −1,
-         * so they are rewritten below */
-        memset(W, 0xff, wrow * R);
-        for (int i = 0; i < R * COLS / 32; i++) {
-            uint8_t *blk = W + (size_t)i * tr->block_bytes;
-            qt_f16 one = qt_f32_to_f16(1.0f), zero = 0;
-            memcpy(blk, &one, 2);
-            if (t == GGML_Q4_1 || t == GGML_Q5_1)
-                memcpy(blk + 2, &zero, 2);
-            if (t == GGML_Q4_0)
-                memset(blk + 2, 0x00, 16); /* q − 8 = −8 */
-            if (t == GGML_Q5_0)
-                memset(blk + 2, 0x00, 20); /* no high bits, q − 16 = −16 */
-            if (t == GGML_Q8_0)
-                for (int j = 0; j < 32; j++)
-                    blk[2 + j] = (uint8_t)(i % 2 ? 0x80 : 0x7f); /* −128 or 127 */
-        }
-        float x[COLS];
-        for (int b = 0; b < BMAX; b++) {
-            for (int j = 0; j < COLS; j++)
-                x[j] = b % 2 ? -1.0f : 1.0f; /* quantises to ±127 */
-            vt->quantize(x, X + (size_t)b * xrow, COLS);
-        }
+        extreme_operands(t, W, R * COLS / 32, X, xrow, BMAX, COLS);
         float Y[BMAX * R];
         int off = 0;
         for (int B = 1; B <= BMAX; B++) {
@@ -1070,10 +1083,11 @@ TEST(quant_matmul_exact_at_the_int16_limits)
 }
 
 /* AVX-512 VNNI (quant_vnni.c), where the CPU has it: each 32-value block type's matmul and dot
- * against the AVX2 ones, installed side by side into tables here, on random rows and on rows at
- * the types' largest quant magnitudes, at batch sizes that take every tile and the repack paths:
- * bit-identical, since both sum the same integers and share every float step. Elsewhere the test
- * says it was skipped (quant_vnni.c is compiled in every build but only run on such a CPU). */
+ * against the AVX2 ones, installed side by side into tables here, on random rows and on
+ * extreme_operands (the largest quant magnitudes against ±127), at batch sizes that take every tile
+ * and the repack paths: bit-identical, since both sum the same integers and share every float step.
+ * Elsewhere the test says it was skipped (quant_vnni.c is compiled in every build but only run on
+ * such a CPU). */
 TEST(quant_vnni_bit_identical_to_avx2)
 {
     if (!qt_vnni_usable())
@@ -1086,31 +1100,28 @@ TEST(quant_vnni_bit_identical_to_avx2)
     qt_vnni_install(tv, mv);
     if (!getenv("PARLEY_NO_VNNI"))
         CHECK(strcmp(qt_cpu_path(), "avx512vnni") == 0);
-    static const gguf_ttype types[] = {GGML_Q4_0, GGML_Q5_0, GGML_Q8_0, GGML_Q4_1, GGML_Q5_1};
     static const int batches[] = {1, 2, 3, 4, 5, 8, 9, 16, 33, 64};
     enum { R = 11, COLS = 640, BMAX = 64 };
     rng r = {4242};
     float tmp[COLS];
-    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-        gguf_ttype t = types[k];
+    for (size_t k = 0; k < sizeof bk_types / sizeof bk_types[0]; k++) {
+        gguf_ttype t = bk_types[k];
         const qt_traits *tr = qt_get(t), *vt = qt_get(tr->vec_dot_type);
         size_t wrow = qt_row_size(t, COLS), xrow = qt_row_size(tr->vec_dot_type, COLS);
         uint8_t *W = malloc(wrow * R), *X = malloc(xrow * BMAX);
         float *Ya = malloc(sizeof(float) * R * BMAX), *Yv = malloc(sizeof(float) * R * BMAX);
         for (int pass = 0; pass < 2; pass++) {
-            for (int i = 0; i < R; i++) {
-                fill(&r, tmp, COLS, K_GAUSS);
-                tr->quantize_ref(tmp, W + (size_t)i * wrow, COLS);
-            }
-            if (pass == 1) /* every quant byte 0xff: the largest nibbles and Q5 high bits */
-                for (int i = 0; i < R * COLS / 32; i++) {
-                    uint8_t *blk = W + (size_t)i * tr->block_bytes;
-                    size_t head = t == GGML_Q4_1 || t == GGML_Q5_1 ? 4 : 2;
-                    memset(blk + head, i % 3 ? 0xff : 0x80, tr->block_bytes - head);
+            if (pass == 0) {
+                for (int i = 0; i < R; i++) {
+                    fill(&r, tmp, COLS, K_GAUSS);
+                    tr->quantize_ref(tmp, W + (size_t)i * wrow, COLS);
                 }
-            for (int b = 0; b < BMAX; b++) {
-                fill(&r, tmp, COLS, b % 3 == 2 ? K_OUTLIER : K_GAUSS);
-                vt->quantize(tmp, X + (size_t)b * xrow, COLS);
+                for (int b = 0; b < BMAX; b++) {
+                    fill(&r, tmp, COLS, b % 3 == 2 ? K_OUTLIER : K_GAUSS);
+                    vt->quantize(tmp, X + (size_t)b * xrow, COLS);
+                }
+            } else {
+                extreme_operands(t, W, R * COLS / 32, X, xrow, BMAX, COLS);
             }
             int differ = 0;
             for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
