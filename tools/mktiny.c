@@ -1,4 +1,5 @@
-/* mktiny.c — parley-mktiny: writes a tiny random-weight llama GGUF with a real vocabulary.
+/* mktiny.c — parley-mktiny: writes a tiny random-weight llama or gemma3 GGUF with a real
+ * vocabulary.
  *
  *   parley-mktiny --out PATH [--from SRC.gguf] [--seed N] [--arch llama|gemma3]
  *                 [--type f32|f16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K | --mixed]
@@ -504,8 +505,9 @@ static int parse_args(int argc, char **argv, opts *o)
     }
     if (!o->from)
         o->from = default_src();
-    if (o->head_dim && !o->gemma) {
-        fprintf(stderr, "parley-mktiny: --head-dim needs --arch gemma3 (llama's is embd/heads)\n");
+    if ((o->head_dim || o->window) && !o->gemma) {
+        fprintf(stderr, "parley-mktiny: --head-dim and --window need --arch gemma3 (llama's head "
+                        "size is embd/heads, and it has no sliding window)\n");
         return 2;
     }
     if (o->gemma && o->untied) {

@@ -139,7 +139,8 @@ def test_gemma3_file_runs_through_the_engine(gemma_file):
 
 
 @pytest.mark.parametrize("args, why", [
-    (["--head-dim", "64"], "--head-dim needs --arch gemma3"),
+    (["--head-dim", "64"], "--head-dim and --window need --arch gemma3"),
+    (["--window", "64"], "--head-dim and --window need --arch gemma3"),
     (["--arch", "gemma3", "--untied"], "tied"),
     (["--arch", "gemma4"], "bad value for --arch"),
     (["--type", "q4_K", "--embd", "96"], "multiples of 256"),
