@@ -10,9 +10,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 G="$REPO/.gpubox"
 MODEL="$REPO/models/gemma-3-270m-q4_k_m.gguf"
 SMOL="$REPO/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-LIMIT=$((64 << 20))
 PART=50000000
 die() { echo "prep-gemma.sh: $*" >&2; exit 1; }
+. "$REPO/scripts/gpubox/lib.sh"
 
 [ -f "$MODEL" ] && [ -f "$SMOL" ] || die "a model file is missing (scripts/parleyctl model)"
 for b in cuda-tests parley-bench; do
@@ -27,13 +27,8 @@ for pair in "gemma.xz:$MODEL" "model.xz:$SMOL"; do
   fi
 done
 rm -rf "$G"/g[0-9]*
-T="$(mktemp -d)"
-trap 'rm -rf "$T"' EXIT
-mkdir -p "$T/bin" "$G/g1"
-cp "$REPO"/build-cuda/bin/{cuda-tests,parley-bench} "$T/bin/"
-strip --strip-debug "$T"/bin/*
-tar -C "$T" -cJf "$G/g1/bin.tar.xz" bin
-tree=$(cd "$REPO" && git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+mkdir -p "$G/g1"
+pack_bins "$G/g1/bin.tar.xz" cuda-tests parley-bench
 # gemma.xz as g-part*, then model.xz as s-part*, filling each folder up to PART bytes
 n=1
 for pair in "gemma.xz:g" "model.xz:s"; do
@@ -49,8 +44,4 @@ for pair in "gemma.xz:g" "model.xz:s"; do
     [ "$off" -lt "$size" ] && n=$(( n + 1 ))
   done
 done
-for d in "$G"/g[0-9]*; do
-  s=$(du -sb "$d" | cut -f1)
-  echo "prep-gemma.sh: ${d#$REPO/}: $s bytes (+ $tree of tracked files)"
-  [ $((s + tree)) -le $LIMIT ] || die "${d#$REPO/} does not fit in one call"
-done
+check_fit "$G"/g[0-9]*

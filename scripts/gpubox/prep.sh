@@ -13,8 +13,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 G="$REPO/.gpubox"
 MODEL="$REPO/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-LIMIT=$((64 << 20))
 die() { echo "prep.sh: $*" >&2; exit 1; }
+. "$REPO/scripts/gpubox/lib.sh"
 
 [ -f "$MODEL" ] || die "$MODEL missing (scripts/parleyctl model)"
 for b in cuda-tests parley-bench parley-mktiny parley-worker parley-loadgen; do
@@ -30,17 +30,7 @@ part() { dd if="$G/model.xz" of="$1" bs=1M iflag=skip_bytes,count_bytes skip="$2
 part "$G/c1/m0" 0 15000000
 part "$G/c2/m1" 15000000 45000000
 part "$G/c3/m2" 60000000
-T="$(mktemp -d)"
-trap 'rm -rf "$T"' EXIT
-mkdir -p "$T/bin"
-cp "$REPO"/build-cuda/bin/{cuda-tests,parley-bench,parley-mktiny,parley-worker,parley-loadgen} "$T/bin/"
-strip --strip-debug "$T"/bin/*
-tar -C "$T" -cJf "$G/c3/bin.tar.xz" bin
+pack_bins "$G/c3/bin.tar.xz" cuda-tests parley-bench parley-mktiny parley-worker parley-loadgen
 rm -f "$G"/c3/gguf-*.whl
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$G/c3" gguf==0.19.0
-tree=$(cd "$REPO" && git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-for c in c1 c2 c3; do
-  n=$(du -sb "$G/$c" | cut -f1)
-  echo "prep.sh: .gpubox/$c: $n bytes (+ $tree of tracked files)"
-  [ $((n + tree)) -le $LIMIT ] || die ".gpubox/$c does not fit in one call"
-done
+check_fit "$G/c1" "$G/c2" "$G/c3"
