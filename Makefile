@@ -210,7 +210,10 @@ test-browser: all
 BENCH_THREADS ?= $(shell nproc)
 bench-engine: all
 	$(Q)$(PYTHON) bench/bench_engine.py --threads $(BENCH_THREADS)
+# The anchor above concurrency 1 is llama.cpp's own server, built once (~10 min) into
+# build/anchor/ from the llama-cpp-python source package (bench/build_llama_server.sh).
 bench-serve: all
+	$(Q)bash bench/build_llama_server.sh >/dev/null
 	$(Q)$(PYTHON) bench/bench_serve.py --threads $(BENCH_THREADS)
 bench-history: all
 	$(Q)$(PYTHON) bench/bench_history.py

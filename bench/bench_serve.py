@@ -8,10 +8,13 @@ Targets, measured in one run on this machine with the same model and thread coun
   worker  the worker alone, driven over NATS by parley-loadgen (no gateway, no infer-gateway),
           at the same concurrencies: the difference is what the gateway path costs;
   llama.cpp  the OpenAI-compatible server of the llama-cpp-python package at concurrency 1
-          (it serves one request at a time: the anchor for single-stream latency only).
+          (it serves one request at a time: the anchor for single-stream latency only), and
+          llama.cpp's own server (llama-server, one slot per concurrent request, continuous
+          batching; built from the llama-cpp-python source package by
+          bench/build_llama_server.sh) at every level above 1.
 
     python3 bench/bench_serve.py [--threads 2] [--max-tokens 64] [--levels 1,4,16,64]
-                                 [--device cpu|cuda:N]
+                                 [--device cpu|cuda:N] [--llama-server PATH]
 
 The HTTP client is ours (threads + http.client, SSE parsed by hand); each output chunk's
 arrival time gives TTFT and ITL; TPOT = (E2EL − TTFT) / (output tokens − 1).
@@ -193,35 +196,60 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_llama_server(model, threads, n_req, max_tokens):
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError as e:
-        return {"skipped": f"llama-cpp-python[server] not installed ({e})"}
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-                             "--n_threads", str(threads), "--n_ctx", "2048", "--port", str(port),
-                             "--host", "127.0.0.1", "--model_alias", ps.MODEL_NAME],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def serve_anchor(argv, port, what, runs, max_tokens):
+    """Starts an anchor server (argv, listening on port), waits for /v1/models, warms it up,
+    then runs run_http for each (concurrency, requests) in runs; {conc: figures}, or
+    {"skipped": why} when it does not start."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
             r = ps.http_request(f"http://127.0.0.1:{port}/v1/models", timeout=1)
             if r is not None and r.status == 200:
                 break
+            if proc.poll() is not None:
+                return {"skipped": f"{what} exited with status {proc.returncode}"}
             time.sleep(0.5)
         else:
-            return {"skipped": "llama_cpp.server did not start"}
+            return {"skipped": f"{what} did not start"}
         run_http("127.0.0.1", port, "/v1/chat/completions", None, ps.MODEL_NAME, 1, 1,
                  max_tokens)  # warm-up
-        return run_http("127.0.0.1", port, "/v1/chat/completions", None, ps.MODEL_NAME, 1,
-                        n_req, max_tokens)
+        return {conc: run_http("127.0.0.1", port, "/v1/chat/completions", None, ps.MODEL_NAME,
+                               conc, n_req, max_tokens) for conc, n_req in runs}
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def run_llama_server(model, threads, n_req, max_tokens):
+    """llama-cpp-python's server: one request at a time, the anchor at concurrency 1."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError as e:
+        return {"skipped": f"llama-cpp-python[server] not installed ({e})"}
+    port = free_port()
+    out = serve_anchor([sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+                        "--n_threads", str(threads), "--n_ctx", "2048", "--port", str(port),
+                        "--host", "127.0.0.1", "--model_alias", ps.MODEL_NAME],
+                       port, "llama_cpp.server", [(1, n_req)], max_tokens)
+    return out.get(1, out)
+
+
+def run_llama_multislot(exe, model, threads, runs, max_tokens):
+    """llama.cpp's own server (bench/build_llama_server.sh): one slot per concurrent request,
+    continuous batching, 512 tokens of context per slot; the anchor above concurrency 1.
+    {conc: figures}, or {"skipped": why}."""
+    if not exe or not os.access(exe, os.X_OK):
+        return {"skipped": f"no llama-server at {exe} (bash bench/build_llama_server.sh)"}
+    slots = max(conc for conc, _ in runs)
+    port = free_port()
+    return serve_anchor([str(exe), "-m", str(model), "-t", str(threads), "-np", str(slots),
+                         "-c", str(512 * slots), "-cb", "--host", "127.0.0.1", "--port",
+                         str(port), "-a", ps.MODEL_NAME],
+                        port, "llama-server", runs, max_tokens)
 
 
 def fmt_row(name, s):
@@ -243,6 +271,10 @@ def main():
     ap.add_argument("--device", default="cpu",
                     help="the worker's device: cpu, or cuda:N with PARLEY_BUILD=build-cuda "
                          "(the llama.cpp anchor stays on the CPU)")
+    ap.add_argument("--llama-server", default=os.environ.get("PARLEY_LLAMA_SERVER") or
+                    str(ROOT / "build" / "anchor" / "llama-server"),
+                    help="llama.cpp's server binary, the anchor above concurrency 1 "
+                         "(bench/build_llama_server.sh builds it)")
     ap.add_argument("--json", help="also write all figures to this file")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -284,7 +316,14 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     ll = run_llama_server(model, a.threads, 4, a.max_tokens)
     figures["llama.cpp c=1"] = ll
-    rows.append(fmt_row("llama.cpp server c=1", ll))
+    rows.append(fmt_row("llama-cpp-python c=1", ll))
+    multi_runs = [(conc, max(a.min_requests, 4 * conc)) for conc in levels if conc > 1]
+    if multi_runs:
+        ms = run_llama_multislot(a.llama_server, model, a.threads, multi_runs, a.max_tokens)
+        for conc, _ in multi_runs:
+            f = ms.get(conc, ms)
+            figures[f"llama-server c={conc}"] = f
+            rows.append(fmt_row(f"llama-server c={conc}", f))
 
     print(f"\nbench-serve: SmolLM2-135M-Instruct Q4_1 on {a.device}, {a.threads} threads, "
           f"max_tokens {a.max_tokens}, temperature 0")
@@ -313,6 +352,13 @@ def main():
         print(f"c=1 vs llama.cpp: TTFT {one['ttft']['mean'] * 1e3:.1f} vs "
               f"{ll['ttft']['mean'] * 1e3:.1f} ms, output tok/s {one['output_tok_per_s']:.1f} vs "
               f"{ll['output_tok_per_s']:.1f}")
+    for conc, _ in multi_runs:
+        s, m = figures.get(f"stack c={conc}"), figures.get(f"llama-server c={conc}")
+        if s and m and "skipped" not in m and m["output_tok_per_s"] > 0:
+            print(f"c={conc} vs llama-server ({conc} slots): output tok/s "
+                  f"{s['output_tok_per_s']:.1f} vs {m['output_tok_per_s']:.1f} "
+                  f"({s['output_tok_per_s'] / m['output_tok_per_s']:.2f}x), TTFT p50 "
+                  f"{s['ttft']['p50'] * 1e3:.1f} vs {m['ttft']['p50'] * 1e3:.1f} ms")
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=1))
     return 0
